@@ -1,0 +1,297 @@
+"""One client per Hyper-V host: a reused pypsrp RunspacePool running the project's scripts.
+
+``run(name, **params)`` sends the text of ``scripts/<name>.ps1`` unchanged and the values as PSRP
+parameters, enforces a deadline, checks ``had_errors`` and ``streams.error`` (pypsrp sets
+``had_errors`` only for terminating errors), parses the single JSON document into the script's
+model and raises a typed error otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any, TypeVar
+
+import requests
+from pydantic import BaseModel, SecretStr, ValidationError
+from pypsrp.exceptions import AuthenticationError, WinRMError, WinRMTransportError, WSManFaultError
+from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
+from pypsrp.wsman import WSMan
+
+from hvmove import models
+from hvmove.config import Config, HostConfig
+from hvmove.hyperv import errors as e
+from hvmove.hyperv.catalog import SPECS, ScriptSpec, script_parameters, script_text
+
+log = logging.getLogger("hvmove.hyperv")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class HostClient:
+    """Thread-safe: calls on one host are serialised over its one RunspacePool."""
+
+    def __init__(self, host: HostConfig, password: SecretStr, *, base_dir: Any = None) -> None:
+        self.host = host
+        self._password = password
+        self._base_dir = base_dir
+        self._lock = threading.Lock()
+        self._pool: RunspacePool | None = None
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    # -- connection ------------------------------------------------------------------------------
+    def _wsman(self) -> WSMan:
+        h = self.host
+        validation: bool | str = h.cert_validation
+        if h.cert_validation and h.ca_file is not None:
+            ca = h.ca_file if h.ca_file.is_absolute() or self._base_dir is None else (
+                self._base_dir / h.ca_file
+            )
+            validation = str(ca)
+        https = h.transport == "https"
+        return WSMan(
+            h.address,
+            port=h.effective_port,
+            ssl=https,
+            auth=h.auth,
+            # Basic has no message encryption; config only allows it over HTTP with insecure: true
+            encryption="never" if (h.auth == "basic" and not https) else "auto",
+            username=h.username,
+            password=self._password.get_secret_value(),
+            cert_validation=validation,
+            no_proxy=h.is_loopback,
+            operation_timeout=h.operation_timeout,
+            read_timeout=h.read_timeout,
+            connection_timeout=10,
+            reconnection_retries=0,
+        )
+
+    def _ensure_pool(self) -> RunspacePool:
+        if self._pool is None:
+            pool = RunspacePool(self._wsman())
+            pool.open()
+            self._pool = pool
+        return self._pool
+
+    def _drop_pool(self) -> None:
+        """Forget the pool after a transport failure; closing a broken pool raises, so try once."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                pool.close()
+            except Exception:  # noqa: BLE001 - the pool is already broken; nothing to report
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_pool()
+
+    def __enter__(self) -> HostClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- calls -----------------------------------------------------------------------------------
+    def run(self, script: str, *, timeout: float | None = None, **params: Any) -> BaseModel:
+        spec = SPECS[script]
+        declared = {p.lower() for p in script_parameters(script)}
+        unknown = [k for k in params if k.lower() not in declared]
+        if unknown:
+            raise TypeError(f"{script}.ps1 has no parameter(s) {unknown}")
+        deadline = time.monotonic() + (timeout if timeout is not None else spec.timeout_s)
+        with self._lock:
+            return self._run_locked(spec, params, deadline)
+
+    def _run_locked(self, spec: ScriptSpec, params: dict[str, Any], deadline: float) -> BaseModel:
+        phase = "connect"
+        try:
+            pool = self._ensure_pool()
+            ps = PowerShell(pool)
+            ps.add_script(script_text(spec.name))
+            if params:
+                ps.add_parameters(params)
+            phase = "send"
+            ps.begin_invoke()
+            phase = "receive"
+            while ps.state == PSInvocationState.RUNNING:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._stop_quietly(ps)
+                    cls = e.MaybeRanError if spec.mutating else e.DeadlineExceeded
+                    raise cls(self.name, spec.name, "deadline passed; the call was stopped")
+                ps.poll_invoke(timeout=max(1, min(int(remaining), self.host.operation_timeout)))
+        except (requests.exceptions.RequestException, WinRMError) as exc:
+            self._drop_pool()
+            raise self._classify(exc, spec, phase) from exc
+        return self._result(ps, spec)
+
+    @staticmethod
+    def _stop_quietly(ps: PowerShell) -> None:
+        try:
+            ps.stop()
+        except Exception:  # noqa: BLE001 - best effort; the deadline error is what matters
+            pass
+
+    def _classify(self, exc: Exception, spec: ScriptSpec, phase: str) -> e.HostError:
+        host, name = self.name, spec.name
+        text = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, requests.exceptions.SSLError):
+            return e.TlsError(host, name, f"TLS failed (is the certificate trusted? set ca_file): {exc}")
+        if isinstance(exc, AuthenticationError):
+            return e.AuthenticationFailed(host, name, f"credentials rejected: {exc}")
+        if phase == "connect" or _never_connected(exc):
+            return e.HostUnreachable(host, name, text)
+        if isinstance(exc, WinRMTransportError):
+            if exc.code in (429, 503):
+                return e.TransientError(host, name, f"host unavailable (HTTP {exc.code})")
+            if exc.code in (401, 403):
+                return e.AuthenticationFailed(host, name, f"HTTP {exc.code}")
+            if exc.code < 500:
+                return e.PermanentError(host, name, f"HTTP {exc.code}: {exc.response_text[:200]}")
+        # The request may have reached the host: for a mutating script that is "maybe ran".
+        if spec.mutating:
+            return e.MaybeRanError(host, name, f"reply lost ({text}); look before retrying")
+        return e.TransientError(host, name, text)
+
+    def _result(self, ps: PowerShell, spec: ScriptSpec) -> BaseModel:
+        for warning in ps.streams.warning:
+            log.warning("%s: %s: %s", self.name, spec.name, warning)
+        if ps.had_errors or ps.streams.error:
+            record = ps.streams.error[0] if ps.streams.error else None
+            message = _error_message(record) if record is not None else "script failed"
+            error_id = str(getattr(record, "fq_error", "") or "")
+            if e.is_busy_message(message):
+                return_error: e.HostError = e.HostBusy(self.name, spec.name, message)
+            else:
+                return_error = e.ScriptError(self.name, spec.name, message, error_id)
+            raise return_error
+        if ps.state != PSInvocationState.COMPLETED:
+            raise e.TransientError(self.name, spec.name, f"pipeline ended {ps.state}")
+        texts = [o for o in ps.output if o is not None]
+        if len(texts) != 1 or not isinstance(texts[0], str):
+            raise e.ProtocolError(self.name, spec.name, f"expected one JSON string, got {len(texts)}")
+        try:
+            return spec.model.model_validate(json.loads(texts[0]))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise e.ProtocolError(self.name, spec.name, f"bad JSON output: {exc}") from None
+
+    # -- typed helpers ---------------------------------------------------------------------------
+    def call(self, script: str, model: type[M], **params: Any) -> M:
+        result = self.run(script, **params)
+        assert isinstance(result, model)
+        return result
+
+    def host_facts(self) -> models.HostFacts:
+        return self.call("Get-HostFacts", models.HostFacts)
+
+    def inventory(self, vm_id: str = "") -> models.Inventory:
+        return self.call("Get-VMInventory", models.Inventory, VmId=vm_id)
+
+    def volumes(self, paths: list[str]) -> models.VolumeReport:
+        return self.call("Get-VolumeInfo", models.VolumeReport, Path=list(paths))
+
+    def odx(self, source: str, destination: str) -> models.OdxStatus:
+        return self.call(
+            "Get-OdxStatus", models.OdxStatus, SourcePath=source, DestinationPath=destination
+        )
+
+    def bandwidth(self, destination: str, size_mib: int) -> models.BandwidthProbe:
+        return self.call(
+            "Measure-Bandwidth", models.BandwidthProbe, DestinationPath=destination, SizeMiB=size_mib
+        )
+
+    def move_status(self, vm_id: str) -> models.MoveStatus:
+        return self.call("Get-StorageMoveStatus", models.MoveStatus, VmId=vm_id)
+
+    def stop_move(self, vm_id: str) -> models.MoveStop:
+        return self.call("Stop-StorageMove", models.MoveStop, VmId=vm_id)
+
+    def vm_paths(self, vm_id: str) -> models.VMPaths:
+        return self.call("Get-VMStoragePaths", models.VMPaths, VmId=vm_id)
+
+    def vhd_facts(self, paths: list[str]) -> models.VhdReport:
+        return self.call("Get-VHDFacts", models.VhdReport, Path=list(paths))
+
+    def remove_files(self, paths: list[str], folders: list[str]) -> models.RemoveReport:
+        return self.call(
+            "Remove-StorageFiles", models.RemoveReport, Path=list(paths), Folder=list(folders)
+        )
+
+    def start_move(
+        self,
+        vm_id: str,
+        mode: models.MoveMode,
+        *,
+        destination: str = "",
+        virtual_machine_path: str = "",
+        snapshot_file_path: str = "",
+        smart_paging_file_path: str = "",
+        vhds: list[tuple[str, str]] | None = None,
+        retain_source: bool = True,
+    ) -> models.MoveStart:
+        pairs = vhds or []
+        return self.call(
+            "Start-StorageMove",
+            models.MoveStart,
+            VmId=vm_id,
+            Mode=mode,
+            DestinationStoragePath=destination,
+            VirtualMachinePath=virtual_machine_path,
+            SnapshotFilePath=snapshot_file_path,
+            SmartPagingFilePath=smart_paging_file_path,
+            VhdSourcePath=[s for s, _ in pairs],
+            VhdDestinationPath=[d for _, d in pairs],
+            RetainVhdCopiesOnSource=retain_source,
+        )
+
+
+def _never_connected(exc: Exception) -> bool:
+    """True when the request provably never reached the host (refused, DNS, connect timeout)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if type(node).__name__ in ("NewConnectionError", "NameResolutionError"):
+            return True
+        for arg in getattr(node, "args", ()):
+            if isinstance(arg, BaseException) and type(arg).__name__ in (
+                "NewConnectionError",
+                "NameResolutionError",
+            ):
+                return True
+            inner = getattr(arg, "reason", None)
+            if isinstance(inner, BaseException) and type(inner).__name__ in (
+                "NewConnectionError",
+                "NameResolutionError",
+            ):
+                return True
+        node = node.__cause__ or node.__context__
+    return False
+
+
+def _error_message(record: Any) -> str:
+    for candidate in (
+        str(record) if record is not None else "",
+        getattr(getattr(record, "exception", None), "adapted_properties", {}).get("Message", ""),
+        getattr(record, "message", "") or "",
+    ):
+        if candidate and candidate != "None":
+            return str(candidate)
+    return "script failed"
+
+
+def open_client(config: Config, host_name: str) -> HostClient:
+    """A client for one configured host, its password resolved from the environment or Prefect."""
+    from hvmove.credentials import resolve
+
+    host = config.host(host_name)
+    password = resolve(host.password, base_dir=config.base_dir, host=host.name)
+    return HostClient(host, password, base_dir=config.base_dir)
