@@ -1,0 +1,452 @@
+"""Hyper-V's storage move, as the lab performs it, plus the guests that keep writing meanwhile.
+
+A move copies every file of the request at the volumes' bandwidth (faster inside one ODX array),
+mirrors the guest's writes to both copies, switches the VM to the destination at the end, and
+then deletes or retains the source. A failure or a cancel removes the partial destination and
+leaves the VM on its source. Jobs live in this process: a client crash does not stop them, and a
+lab restart (a host reboot) ends them without cleanup.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PureWindowsPath
+
+from hvmove import models
+from hvmove.lab import vhd
+from hvmove.lab.estate import Estate, LabVM, LabVolume, norm
+
+log = logging.getLogger("hvmove.lab.engine")
+
+CHUNK = 1024 * 1024  # real bytes copied per step (under the VM's disk lock)
+E_DISK_FULL = 0x80070070
+E_FAILED = 0x80004005
+E_CORRUPT = 0x8007048F
+
+
+class Throttle:
+    """A volume's shared bandwidth: concurrent copies on one volume share its rate."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def take(self, logical_bytes: float, rate: float) -> None:
+        if rate <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + logical_bytes / rate
+            wait = self._next - now
+        if wait > 0:
+            time.sleep(wait)
+
+
+class Aborted(Exception):
+    """Internal: the move stops (cancel, fault, reboot)."""
+
+    def __init__(self, state: str, code: int, message: str, cleanup: bool = True) -> None:
+        super().__init__(message)
+        self.state, self.code, self.message, self.cleanup = state, code, message, cleanup
+
+
+@dataclass
+class CopyItem:
+    src: str  # Windows paths
+    dst: str
+    is_vhd: bool
+    parent_dst: str | None = None  # new parent locator for a differencing disk
+
+
+@dataclass
+class Job:
+    job_id: str
+    vm_id: str
+    host: str
+    items: list[CopyItem]
+    new_paths: dict[str, str]  # component -> new Windows path (config/snapshot/smart paging)
+    retain: bool
+    state: str = "Starting"
+    percent: int = 0
+    error_code: int = 0
+    error_description: str = ""
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    cancellable: bool = True
+    cancel: threading.Event = field(default_factory=threading.Event)
+    created: list[Path] = field(default_factory=list)
+
+    def to_model(self) -> models.MoveJob:
+        end = self.ended or time.time()
+        return models.MoveJob(
+            job_id=self.job_id,
+            vm_id=self.vm_id,
+            job_state=self.state,  # type: ignore[arg-type]
+            percent_complete=self.percent,
+            error_code=self.error_code,
+            error_description=self.error_description,
+            start_time=datetime.fromtimestamp(self.started, UTC).isoformat(),
+            elapsed_seconds=round(end - self.started, 3),
+            cancellable=self.cancellable,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("New", "Starting", "Running")
+
+
+class Guest:
+    """A running VM's workload: writes blocks of its current disk and journals each acknowledged one.
+
+    The journal (``guests/<vm id>.journal``: seq, file, block, crc) is what the guest believes is
+    on its disk; ``lost_writes`` compares it with the disk the VM uses now.
+    """
+
+    def __init__(self, engine: Engine, vm_id: str) -> None:
+        self.engine = engine
+        self.vm_id = vm_id
+        self.stop = threading.Event()
+        self.pause = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"guest-{vm_id[:8]}", daemon=True)
+        self.journal = engine.estate.dir / "guests" / f"{vm_id}.journal"
+        self.journal.parent.mkdir(exist_ok=True)
+        self.seq = _last_seq(self.journal)
+        self.rng = random.Random(vm_id)
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            vm = self.engine.find_vm(self.vm_id)
+            if vm is None or vm.state != "Running":
+                return
+            if not self.pause.is_set():
+                try:
+                    self.write_once(vm)
+                except Exception:
+                    log.exception("guest %s write failed", vm.name)
+            self.stop.wait(vm.guest_interval_s)
+
+    def write_once(self, vm: LabVM) -> None:
+        with self.engine.disk_lock(vm.id):
+            path = guest_disk(vm)  # read under the lock: the move may have just switched it
+            if path is None:
+                return
+            real = self.engine.estate.local(vm.host, path)
+            header = vhd.read_header(real)
+            index = self.rng.randrange(header.blocks)
+            self.seq += 1
+            data = vhd.block_pattern(f"{vm.id}:{self.seq}".encode(), header.block_size)
+            with open(real, "r+b") as fh:
+                crc = vhd.write_block(fh, header, index, data)
+            mirror = self.engine.mirrors.get(norm(path))
+            if mirror is not None:
+                with open(mirror, "r+b") as fh:
+                    vhd.write_block(fh, header, index, data)
+            with open(self.journal, "a", encoding="ascii") as jf:
+                jf.write(f"{self.seq} {index} {crc}\n")
+
+
+def guest_disk(vm: LabVM) -> str | None:
+    """The disk a guest writes to: its first ordinary (not pass-through, not shared) drive."""
+    for d in vm.drives:
+        if d.path and d.disk_number is None and not d.shared:
+            return d.path
+    return None
+
+
+def _last_seq(journal: Path) -> int:
+    if not journal.exists():
+        return 0
+    last = 0
+    with open(journal, encoding="ascii") as fh:
+        for line in fh:
+            if line.strip():
+                last = int(line.split()[0])
+    return last
+
+
+class Engine:
+    def __init__(self, estate: Estate) -> None:
+        self.estate = estate
+        self.jobs: list[Job] = []
+        self.jobs_lock = threading.Lock()
+        self.throttles: dict[str, Throttle] = {}
+        self.mirrors: dict[str, Path] = {}  # norm(source path) -> real destination file
+        self._disk_locks: dict[str, threading.RLock] = {}
+        self.guests: dict[str, Guest] = {}
+        self.faults: list[dict] = []  # engine faults: see inject()
+        self.down = threading.Event()  # set on reboot: every job thread stops without cleanup
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def disk_lock(self, vm_id: str) -> threading.RLock:
+        with self.jobs_lock:
+            return self._disk_locks.setdefault(vm_id, threading.RLock())
+
+    def find_vm(self, vm_id: str) -> LabVM | None:
+        for vm in self.estate.data.vms:
+            if vm.id == vm_id:
+                return vm
+        return None
+
+    def throttle(self, vol: LabVolume) -> Throttle:
+        return self.throttles.setdefault(vol.root.lower() + "|" + vol.dir, Throttle())
+
+    def start_guests(self) -> None:
+        for vm in self.estate.data.vms:
+            if vm.state == "Running" and vm.id not in self.guests:
+                guest = Guest(self, vm.id)
+                self.guests[vm.id] = guest
+                guest.thread.start()
+
+    def shutdown(self) -> None:
+        """A host reboot or lab stop: jobs end where they are, guests stop."""
+        self.down.set()
+        for guest in self.guests.values():
+            guest.stop.set()
+        for job in list(self.jobs):
+            job.cancel.set()
+
+    def inject(self, fault: dict) -> None:
+        """Engine faults: {'kind': 'fail_at'|'dest_full'|'corrupt_block'|'reboot_at', 'vm': id or
+        name (optional), 'percent': N}. Each is used by the next matching move."""
+        kinds = {"fail_at", "dest_full", "corrupt_block", "reboot_at"}
+        if fault.get("kind") not in kinds:
+            raise ValueError(f"engine fault kind must be one of {sorted(kinds)}")
+        with self.jobs_lock:
+            self.faults.append(dict(fault))
+
+    def _take_fault(self, vm: LabVM) -> dict | None:
+        with self.jobs_lock:
+            for f in self.faults:
+                target = f.get("vm")
+                if target in (None, vm.id, vm.name):
+                    self.faults.remove(f)
+                    return f
+        return None
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def jobs_of(self, vm_id: str) -> list[Job]:
+        self._expire()
+        with self.jobs_lock:
+            return [j for j in self.jobs if j.vm_id.lower() == vm_id.lower()]
+
+    def newest_job(self, vm_id: str) -> Job | None:
+        jobs = self.jobs_of(vm_id)
+        return max(jobs, key=lambda j: j.started) if jobs else None
+
+    def running_on(self, host: str) -> int:
+        with self.jobs_lock:
+            return sum(1 for j in self.jobs if j.host.lower() == host.lower() and j.running)
+
+    def _expire(self) -> None:
+        keep = self.estate.settings.job_retention_s
+        now = time.time()
+        with self.jobs_lock:
+            self.jobs = [j for j in self.jobs if j.ended is None or now - j.ended < keep]
+
+    def submit(self, job: Job) -> None:
+        with self.jobs_lock:
+            self.jobs.append(job)
+        threading.Thread(target=self._run, args=(job,), name=f"move-{job.vm_id[:8]}", daemon=True).start()
+
+    def _run(self, job: Job) -> None:
+        vm = self.find_vm(job.vm_id)
+        assert vm is not None
+        fault = self._take_fault(vm)
+        try:
+            job.state = "Running"
+            self._copy_all(job, vm, fault)
+            if fault and fault["kind"] == "corrupt_block":
+                self._corrupt(job)
+            self._switch(job, vm)
+            job.cancellable = False
+            self._finish_source(job, vm)
+            job.percent = 100
+            job.state = "Completed"
+        except Aborted as stop:
+            job.state, job.error_code, job.error_description = stop.state, stop.code, stop.message
+            self._unmirror(job)
+            if stop.cleanup:
+                self._remove_partial(job)
+        except Exception as exc:
+            log.exception("move of %s failed", job.vm_id)
+            job.state, job.error_code, job.error_description = "Exception", E_FAILED, str(exc)
+            self._unmirror(job)
+            self._remove_partial(job)
+        finally:
+            job.ended = time.time()
+
+    def _copy_all(self, job: Job, vm: LabVM, fault: dict | None) -> None:
+        est = self.estate
+        scale = est.settings.size_scale
+        sources = [est.local(vm.host, it.src) for it in job.items]
+        total = sum(os.path.getsize(p) for p in sources) or 1
+        # about a hundred steps per move so percent, cancel and faults have a fine grain
+        step = max(64 * 1024, min(CHUNK, total // 100))
+        done = 0
+        for item, src in zip(job.items, sources, strict=True):
+            dst = est.local(vm.host, item.dst)
+            if dst.exists():
+                raise Aborted("Exception", 0x80070050, f"The file '{item.dst}' already exists.")
+            src_vol = est.volume_of(vm.host, item.src)
+            dst_vol = est.volume_of(vm.host, item.dst)
+            rate = min(est.bandwidth(src_vol), est.bandwidth(dst_vol))
+            if src_vol.odx and dst_vol.odx and src_vol.array and src_vol.array == dst_vol.array:
+                rate *= est.settings.odx_speedup
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            size = os.path.getsize(src)
+            with open(dst, "wb") as fh:
+                fh.truncate(size)
+            job.created.append(dst)
+            lock = self.disk_lock(vm.id)
+            with lock:
+                self.mirrors[norm(item.src)] = dst
+            offset = 0
+            with open(src, "rb") as fin, open(dst, "r+b") as fout:
+                while offset < size:
+                    n = min(step, size - offset)
+                    percent = int(100 * (done + offset) / total)
+                    self._check(job, fault, percent, dst_vol, n * scale)
+                    with lock:
+                        fin.seek(offset)
+                        data = fin.read(n)
+                        fout.seek(offset)
+                        fout.write(data)
+                    # both ends move the bytes: reads on the source, writes on the destination
+                    self.throttle(dst_vol).take(n * scale, rate)
+                    if src_vol is not dst_vol:
+                        self.throttle(src_vol).take(0, rate)
+                    offset += n
+                    job.percent = min(99, int(100 * (done + offset) / total))
+            done += size
+            if item.is_vhd and item.parent_dst is not None:
+                with lock:
+                    vhd.rewrite_parent(dst, item.parent_dst)
+
+    def _check(self, job: Job, fault: dict | None, percent: int, dst_vol: LabVolume, n: int) -> None:
+        if self.down.is_set():
+            raise Aborted("Killed", E_FAILED, "host restarted", cleanup=False)
+        if job.cancel.is_set():
+            raise Aborted("Terminated", 0, "The operation was cancelled.")
+        if fault and percent >= int(fault.get("percent", 50)):
+            kind = fault["kind"]
+            if kind == "fail_at":
+                raise Aborted("Exception", E_FAILED, f"Storage migration failed at {percent}% "
+                              "(injected I/O error, 0x80004005).")
+            if kind == "dest_full":
+                raise Aborted("Exception", E_DISK_FULL, "There is not enough space on the disk. "
+                              "(0x80070070)")
+            if kind == "reboot_at":
+                fault["kind"] = "spent"
+                threading.Thread(target=self.on_reboot, args=(job.host,), daemon=True).start()
+                time.sleep(0.5)
+                raise Aborted("Killed", E_FAILED, "host restarted", cleanup=False)
+        if self.estate.free_bytes(dst_vol) < n:
+            raise Aborted("Exception", E_DISK_FULL, "There is not enough space on the disk. "
+                          "(0x80070070)")
+
+    def on_reboot(self, host: str) -> None:
+        """Replaced by the server: restarts the whole lab process state for a host."""
+
+    def _corrupt(self, job: Job) -> None:
+        target = next((p for it, p in zip(job.items, job.created, strict=False) if it.is_vhd), None)
+        if target is None:
+            return
+        header = vhd.read_header(target)
+        with open(target, "r+b") as fh:
+            fh.seek(header.block_offset(header.blocks // 2) + 100)
+            fh.write(os.urandom(64))
+
+    def _switch(self, job: Job, vm: LabVM) -> None:
+        job.cancellable = False
+        with self.disk_lock(vm.id), self.estate.lock:
+            if self.down.is_set():
+                raise Aborted("Killed", E_FAILED, "host restarted", cleanup=False)
+            mapping = {norm(it.src): it.dst for it in job.items if it.is_vhd}
+            for drive in vm.drives:
+                if drive.path and norm(drive.path) in mapping:
+                    drive.path = mapping[norm(drive.path)]
+            for cp in vm.checkpoints:
+                cp.disk_paths = [mapping.get(norm(p), p) for p in cp.disk_paths]
+            vm.configuration_location = job.new_paths.get(
+                "configuration", vm.configuration_location)
+            vm.snapshot_file_location = job.new_paths.get("snapshot", vm.snapshot_file_location)
+            vm.smart_paging_file_path = job.new_paths.get("smart_paging", vm.smart_paging_file_path)
+            self._unmirror(job)
+            self.estate.save()
+
+    def _unmirror(self, job: Job) -> None:
+        with self.disk_lock(job.vm_id):
+            for it in job.items:
+                self.mirrors.pop(norm(it.src), None)
+
+    def _finish_source(self, job: Job, vm: LabVM) -> None:
+        for it in job.items:
+            if it.is_vhd and job.retain:
+                continue
+            try:
+                self.estate.local(vm.host, it.src).unlink()
+            except FileNotFoundError:
+                pass
+
+    def _remove_partial(self, job: Job) -> None:
+        for path in job.created:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+    # -- guest checks ----------------------------------------------------------------------------
+    def lost_writes(self, vm_id: str) -> dict:
+        """Compare the guest journal with the VM's current disk: writes the disk does not hold."""
+        vm = self.find_vm(vm_id)
+        if vm is None:
+            raise ValueError(f"no VM {vm_id}")
+        guest = self.guests.get(vm_id)
+        if guest is not None:
+            guest.pause.set()
+        try:
+            with self.disk_lock(vm_id):
+                path = guest_disk(vm)
+                if path is None:
+                    return {"vm": vm.name, "writes": 0, "lost": 0, "blocks_checked": 0}
+                crcs = vhd.block_crcs(self.estate.local(vm.host, path))
+                journal = self.estate.dir / "guests" / f"{vm_id}.journal"
+                last: dict[int, int] = {}
+                writes = 0
+                if journal.exists():
+                    for line in journal.read_text(encoding="ascii").splitlines():
+                        _seq, block, crc = (int(x) for x in line.split())
+                        last[block] = crc
+                        writes += 1
+                lost = sum(1 for block, crc in last.items() if crcs[block] != crc)
+                return {"vm": vm.name, "writes": writes, "lost": lost, "blocks_checked": len(last)}
+        finally:
+            if guest is not None:
+                guest.pause.clear()
+
+
+def win_join(*parts: str) -> str:
+    return str(PureWindowsPath(*parts))
+
+
+def copy_plain(src: Path, dst: Path) -> None:
+    """The baseline for the copy benchmark: what a plain file copy costs on this disk."""
+    shutil.copyfile(src, dst)
+
+
+def crc_file(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
