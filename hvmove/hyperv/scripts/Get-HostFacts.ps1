@@ -1,0 +1,43 @@
+# Get-HostFacts: what a storage-move plan needs to know about this Hyper-V host.
+# Prints one HostFacts document: computer name, OS version and caption, MaximumStorageMigrations,
+# the default VHD and VM folders, the failover cluster name (null when the host is not clustered)
+# and how many storage migrations (Msvm_MigrationJob, JobType 307, JobState 2..6) are running.
+param()
+$ErrorActionPreference = 'Stop'
+
+$vmHost = Get-VMHost
+$os = Get-CimInstance -ClassName Win32_OperatingSystem | Select-Object -First 1
+
+$name = [string]$os.CSName
+if (-not $name) { $name = [string]$env:COMPUTERNAME }
+
+# The FailoverClusters module may be absent; the MSCluster WMI namespace exists only on cluster
+# nodes, so an "invalid namespace" error simply means "not clustered".
+$clusterName = $null
+try {
+    $cluster = Get-CimInstance -Namespace 'root\MSCluster' -ClassName MSCluster_Cluster -ErrorAction Stop |
+        Select-Object -First 1
+    if ($cluster -and $cluster.Name) { $clusterName = [string]$cluster.Name }
+} catch {
+    $clusterName = $null
+    if ([string]$_.Exception.NativeErrorCode -ne 'InvalidNamespace') {
+        Write-Warning -Message "Cluster membership could not be read: $($_.Exception.Message)"
+    }
+}
+
+$running = @(
+    Get-CimInstance -Namespace 'root\virtualization\v2' -ClassName Msvm_MigrationJob |
+        Where-Object { [int]$_.JobType -eq 307 -and [int]$_.JobState -ge 2 -and [int]$_.JobState -le 6 }
+).Count
+
+$out = [pscustomobject]@{
+    name                       = $name
+    os_version                 = [string]$os.Version
+    os_caption                 = [string]$os.Caption
+    maximum_storage_migrations = [int64]$vmHost.MaximumStorageMigrations
+    virtual_hard_disk_path     = [string]$vmHost.VirtualHardDiskPath
+    virtual_machine_path       = [string]$vmHost.VirtualMachinePath
+    cluster_name               = $clusterName
+    running_storage_moves      = [int]$running
+}
+ConvertTo-Json -InputObject $out -Depth 8 -Compress

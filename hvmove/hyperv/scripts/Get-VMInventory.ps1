@@ -1,0 +1,203 @@
+# Get-VMInventory: the VMs of this host (one by -VmId, or all when VmId is empty) with what a
+# storage move touches: locations, drives with their VHD parent chains (Get-VHD, ParentPath walked
+# to the root), checkpoints and their disks, ISO paths, heartbeat and replication state.
+# Prints one Inventory document. A chain that cannot be read ends early (its last entry keeps its
+# parent_path) and a warning says why.
+param([string]$VmId = '')
+$ErrorActionPreference = 'Stop'
+
+$HeartbeatServiceId = '84EAAE65-2F2E-45F5-9BB5-0E857DC8EB47'
+
+function Get-HvmVm([string]$id) {
+    $guid = [guid]::Empty
+    if (-not [guid]::TryParse($id, [ref]$guid)) { throw "VmId '$id' is not a valid VM id (a GUID)" }
+    $found = @()
+    $detail = ''
+    try {
+        $found = @(Get-VM -Id $guid -ErrorAction SilentlyContinue -ErrorVariable lookupErrors)
+        if ($lookupErrors.Count -gt 0) { $detail = ': ' + $lookupErrors[0].Exception.Message }
+    } catch {
+        $detail = ': ' + $_.Exception.Message
+    }
+    if ($found.Count -eq 0) { throw "VM $id not found on this host$detail" }
+    return $found[0]
+}
+
+function Get-HvmPathKey([string]$path) {
+    if ([string]::IsNullOrWhiteSpace($path)) { return '' }
+    $p = $path.Trim()
+    try { $p = [System.IO.Path]::GetFullPath($p) } catch { $p = $path.Trim() }
+    return $p.TrimEnd('\').ToLowerInvariant()
+}
+
+function ConvertTo-HvmIsoDate($value) {
+    if ($value -is [datetime]) { return $value.ToUniversalTime().ToString('o') }
+    return $null
+}
+
+function Get-HvmStateName($state) {
+    $text = [string]$state
+    if (@('Running', 'Off', 'Saved', 'Paused', 'Starting', 'Stopping') -contains $text) { return $text }
+    if ($text -eq 'FastSaved') { return 'Saved' }
+    return 'Other'
+}
+
+function ConvertTo-HvmVhdInfo($vhd) {
+    $parent = $null
+    if ($vhd.ParentPath) { $parent = [string]$vhd.ParentPath }
+    return [pscustomobject]@{
+        path            = [string]$vhd.Path
+        format          = [string]$vhd.VhdFormat
+        type            = [string]$vhd.VhdType
+        file_size       = [int64]$vhd.FileSize
+        size            = [int64]$vhd.Size
+        parent_path     = $parent
+        disk_identifier = [string]$vhd.DiskIdentifier
+        attached        = [bool]$vhd.Attached
+    }
+}
+
+# Emits the VhdInfo of $path, then of its parent, and so on to the root of the chain.
+function Get-HvmVhdChain([string]$path) {
+    $seen = @{}
+    $current = $path
+    while ($current -and -not $seen.ContainsKey((Get-HvmPathKey $current)) -and $seen.Count -lt 64) {
+        $seen[(Get-HvmPathKey $current)] = $true
+        try {
+            $vhd = Get-VHD -Path $current -ErrorAction Stop
+        } catch {
+            Write-Warning -Message "Get-VHD '$current' failed, the chain ends here: $($_.Exception.Message)"
+            return
+        }
+        ConvertTo-HvmVhdInfo $vhd
+        $current = [string]$vhd.ParentPath
+    }
+}
+
+# The heartbeat integration service, found by its id (service names are localized).
+function Get-HvmHeartbeat($vm) {
+    try {
+        $services = @(Get-VMIntegrationService -VM $vm -ErrorAction Stop)
+    } catch {
+        return $null
+    }
+    $hb = $services | Where-Object { [string]$_.Id -like "*$HeartbeatServiceId*" } | Select-Object -First 1
+    if (-not $hb) { $hb = $services | Where-Object { [string]$_.Name -eq 'Heartbeat' } | Select-Object -First 1 }
+    if (-not $hb) { return $null }
+    if (-not $hb.Enabled) { return 'Disabled' }
+    if ($null -ne $vm.Heartbeat) { return [string]$vm.Heartbeat }
+    if ($null -ne $hb.PrimaryOperationalStatus) { return [string]$hb.PrimaryOperationalStatus }
+    return $null
+}
+
+function Get-HvmReplicationState($vm) {
+    $state = [string]$vm.ReplicationState
+    if (-not $state -or $state -eq 'Disabled') { return 'Disabled' }
+    try {
+        $replication = Get-VMReplication -VM $vm -ErrorAction Stop | Select-Object -First 1
+        if ($replication -and $null -ne $replication.ReplicationState) {
+            $state = [string]$replication.ReplicationState
+        }
+    } catch {
+        Write-Warning -Message "Get-VMReplication '$($vm.Name)' failed: $($_.Exception.Message)"
+    }
+    return $state
+}
+
+function Get-HvmVmInfo($vm) {
+    $inChains = @{}
+    $drives = [System.Collections.Generic.List[object]]::new()
+    foreach ($d in @(Get-VMHardDiskDrive -VM $vm)) {
+        $path = $null
+        if ($d.Path) { $path = [string]$d.Path }
+        $diskNumber = $null
+        if ($null -ne $d.DiskNumber) { $diskNumber = [int]$d.DiskNumber }
+        $chain = @()
+        if ($path -and $null -eq $diskNumber) {
+            $chain = @(Get-HvmVhdChain $path)
+            foreach ($c in $chain) { $inChains[(Get-HvmPathKey $c.path)] = $true }
+        }
+        $drive = [pscustomobject]@{
+            controller_type     = [string]$d.ControllerType
+            controller_number   = [int]$d.ControllerNumber
+            controller_location = [int]$d.ControllerLocation
+            path                = $path
+            disk_number         = $diskNumber
+            shared              = [bool]$d.SupportPersistentReservations
+            chain               = $chain
+        }
+        $drives.Add($drive)
+    }
+
+    $checkpoints = [System.Collections.Generic.List[object]]::new()
+    $checkpointFiles = [System.Collections.Generic.List[object]]::new()
+    foreach ($s in @(Get-VMSnapshot -VM $vm)) {
+        $parentId = $null
+        if ($s.ParentSnapshotId) { $parentId = [string]$s.ParentSnapshotId }
+        $created = ConvertTo-HvmIsoDate $s.CreationTime
+        if (-not $created) { $created = '' }
+        $checkpoint = [pscustomobject]@{
+            id        = [string]$s.Id
+            name      = [string]$s.Name
+            parent_id = $parentId
+            created   = $created
+        }
+        $checkpoints.Add($checkpoint)
+        foreach ($sd in @(Get-VMHardDiskDrive -VMSnapshot $s)) {
+            if (-not $sd.Path -or $null -ne $sd.DiskNumber) { continue }
+            foreach ($v in @(Get-HvmVhdChain ([string]$sd.Path))) {
+                $key = Get-HvmPathKey $v.path
+                if ($inChains.ContainsKey($key)) { continue }
+                $inChains[$key] = $true
+                $checkpointFiles.Add($v)
+            }
+        }
+    }
+
+    $dvdPaths = [System.Collections.Generic.List[string]]::new()
+    foreach ($dvd in @(Get-VMDvdDrive -VM $vm)) {
+        if ($dvd.Path -and [string]$dvd.DvdMediaType -ne 'PassThrough') { $dvdPaths.Add([string]$dvd.Path) }
+    }
+
+    $primary = 'Unknown'
+    if ($null -ne $vm.PrimaryOperationalStatus) { $primary = [string]$vm.PrimaryOperationalStatus }
+    $secondary = $null
+    if ($null -ne $vm.SecondaryOperationalStatus) { $secondary = [string]$vm.SecondaryOperationalStatus }
+    $configBytes = [int64]0
+    try { $configBytes = [int64]$vm.SizeOfSystemFiles } catch { $configBytes = [int64]0 }
+
+    return [pscustomobject]@{
+        id                     = $vm.Id.ToString()
+        name                   = [string]$vm.Name
+        state                  = (Get-HvmStateName $vm.State)
+        path                   = [string]$vm.Path
+        configuration_location = [string]$vm.ConfigurationLocation
+        snapshot_file_location = [string]$vm.SnapshotFileLocation
+        smart_paging_file_path = [string]$vm.SmartPagingFilePath
+        primary_status         = $primary
+        secondary_status       = $secondary
+        heartbeat              = (Get-HvmHeartbeat $vm)
+        replication_state      = (Get-HvmReplicationState $vm)
+        config_bytes           = $configBytes
+        drives                 = $drives.ToArray()
+        checkpoints            = $checkpoints.ToArray()
+        checkpoint_files       = $checkpointFiles.ToArray()
+        dvd_paths              = $dvdPaths.ToArray()
+    }
+}
+
+if ($VmId) {
+    $vms = @(Get-HvmVm $VmId)
+} else {
+    $vms = @(Get-VM)
+}
+
+$infos = [System.Collections.Generic.List[object]]::new()
+foreach ($vm in $vms) { $infos.Add((Get-HvmVmInfo $vm)) }
+
+$hostName = [string]$env:COMPUTERNAME
+$out = [pscustomobject]@{
+    host = $hostName
+    vms  = $infos.ToArray()
+}
+ConvertTo-Json -InputObject $out -Depth 8 -Compress

@@ -1,0 +1,361 @@
+# Start-StorageMove: starts Move-VMStorage -AsJob for one VM in one of the three Move Wizard modes:
+#   all        - everything to DestinationStoragePath (-DestinationStoragePath);
+#   components - -VirtualMachinePath / -SnapshotFilePath / -SmartPagingFilePath and -Vhds pairs;
+#   vhds       - only the -Vhds pairs (VhdSourcePath[i] -> VhdDestinationPath[i]).
+# It starts nothing when a migration job of the VM is running (status already_running) or when
+# every component named already resolves to its destination (status already_at_destination). It
+# refuses (throws) a malformed request, a -Vhds source that is not a disk of the VM or of one of
+# its checkpoints (Hyper-V would silently treat it as an unmanaged VHD), a changed file name, a
+# shared disk, an existing destination file and a host already at MaximumStorageMigrations.
+# After starting it waits up to WaitSeconds for the new Msvm_MigrationJob (JobType 307) to appear.
+# Prints one MoveStart document; the cmdlet's warnings (e.g. skipped shared disks) go to warnings.
+param(
+    [string]$VmId,
+    [string]$Mode,
+    [string]$DestinationStoragePath = '',
+    [string]$VirtualMachinePath = '',
+    [string]$SnapshotFilePath = '',
+    [string]$SmartPagingFilePath = '',
+    [string[]]$VhdSourcePath = @(),
+    [string[]]$VhdDestinationPath = @(),
+    [switch]$RetainVhdCopiesOnSource,
+    [int]$WaitSeconds = 30
+)
+$ErrorActionPreference = 'Stop'
+
+function Get-HvmVm([string]$id) {
+    $guid = [guid]::Empty
+    if (-not [guid]::TryParse($id, [ref]$guid)) { throw "VmId '$id' is not a valid VM id (a GUID)" }
+    $found = @()
+    $detail = ''
+    try {
+        $found = @(Get-VM -Id $guid -ErrorAction SilentlyContinue -ErrorVariable lookupErrors)
+        if ($lookupErrors.Count -gt 0) { $detail = ': ' + $lookupErrors[0].Exception.Message }
+    } catch {
+        $detail = ': ' + $_.Exception.Message
+    }
+    if ($found.Count -eq 0) { throw "VM $id not found on this host$detail" }
+    return $found[0]
+}
+
+function Get-HvmPathKey([string]$path) {
+    if ([string]::IsNullOrWhiteSpace($path)) { return '' }
+    $p = $path.Trim()
+    try { $p = [System.IO.Path]::GetFullPath($p) } catch { $p = $path.Trim() }
+    return $p.TrimEnd('\').ToLowerInvariant()
+}
+
+function Test-HvmAbsolutePath([string]$path) {
+    return ($path -match '^[A-Za-z]:\\' -or $path -match '^\\\\[^\\]+\\[^\\]+')
+}
+
+function ConvertTo-HvmIsoDate($value) {
+    if ($value -is [datetime]) { return $value.ToUniversalTime().ToString('o') }
+    return $null
+}
+
+function Get-HvmJobStateName($code) {
+    switch ([int]$code) {
+        2 { return 'New' }
+        3 { return 'Starting' }
+        4 { return 'Running' }
+        5 { return 'Suspended' }
+        6 { return 'ShuttingDown' }
+        7 { return 'Completed' }
+        8 { return 'Terminated' }
+        9 { return 'Killed' }
+        10 { return 'Exception' }
+        default { return 'Unknown' }
+    }
+}
+
+# Every storage migration job (JobType 307) of the VM, finished ones included.
+function Get-HvmMoveJobs([string]$vmKey) {
+    Get-CimInstance -Namespace 'root\virtualization\v2' -ClassName Msvm_MigrationJob |
+        Where-Object { [int]$_.JobType -eq 307 -and ([string]$_.VirtualSystemName).ToLowerInvariant() -eq $vmKey }
+}
+
+function Select-HvmNewestJob($jobs) {
+    $best = $null
+    $bestKey = [datetime]::MinValue
+    foreach ($j in @($jobs)) {
+        if ($null -eq $j) { continue }
+        $key = [datetime]::MaxValue
+        if ($j.StartTime -is [datetime]) { $key = $j.StartTime }
+        elseif ($j.TimeSubmitted -is [datetime]) { $key = $j.TimeSubmitted }
+        if ($null -eq $best -or $key -gt $bestKey) {
+            $best = $j
+            $bestKey = $key
+        }
+    }
+    return $best
+}
+
+function ConvertTo-HvmMoveJob($job) {
+    $vmId = [string]$job.VirtualSystemName
+    $guid = [guid]::Empty
+    if ([guid]::TryParse($vmId, [ref]$guid)) { $vmId = $guid.ToString() }
+    $elapsed = 0.0
+    if ($job.ElapsedTime -is [timespan]) { $elapsed = [double]$job.ElapsedTime.TotalSeconds }
+    $percent = [int]$job.PercentComplete
+    if ($percent -lt 0) { $percent = 0 }
+    if ($percent -gt 100) { $percent = 100 }
+    return [pscustomobject]@{
+        job_id            = [string]$job.InstanceID
+        vm_id             = $vmId
+        job_state         = (Get-HvmJobStateName $job.JobState)
+        percent_complete  = $percent
+        error_code        = [int]$job.ErrorCode
+        error_description = [string]$job.ErrorDescription
+        start_time        = (ConvertTo-HvmIsoDate $job.StartTime)
+        elapsed_seconds   = [math]::Round($elapsed, 3)
+        cancellable       = [bool]$job.Cancellable
+    }
+}
+
+function New-HvmResult([string]$vmId, [string]$status, $job, [string]$message, $warnings) {
+    return [pscustomobject]@{
+        vm_id    = $vmId
+        status   = $status
+        job      = $job
+        message  = $message
+        warnings = @($warnings)
+    }
+}
+
+function Invoke-HvmStorageMove {
+    $modeName = ([string]$Mode).Trim().ToLowerInvariant()
+    if (@('all', 'components', 'vhds') -notcontains $modeName) {
+        throw "Mode '$Mode' is not one of: all, components, vhds"
+    }
+    $wait = $WaitSeconds
+    if ($wait -lt 0) { $wait = 0 }
+    if ($wait -gt 600) { $wait = 600 }
+
+    $vm = Get-HvmVm $VmId
+    $vmId = $vm.Id.ToString()
+    $vmKey = $vmId.ToLowerInvariant()
+    $noWarnings = [string[]]@()
+
+    # 1. A migration of this VM is already running: attach to it, start nothing.
+    $existingJobs = @(Get-HvmMoveJobs $vmKey)
+    $runningJobs = @($existingJobs | Where-Object { [int]$_.JobState -ge 2 -and [int]$_.JobState -le 6 })
+    if ($runningJobs.Count -gt 0) {
+        $job = ConvertTo-HvmMoveJob (Select-HvmNewestJob $runningJobs)
+        return New-HvmResult $vmId 'already_running' $job 'a storage migration of this VM is already running; nothing was started' $noWarnings
+    }
+
+    # 2. The shape of the request.
+    $destination = ([string]$DestinationStoragePath).Trim()
+    $paths = [ordered]@{
+        VirtualMachinePath  = ([string]$VirtualMachinePath).Trim()
+        SnapshotFilePath    = ([string]$SnapshotFilePath).Trim()
+        SmartPagingFilePath = ([string]$SmartPagingFilePath).Trim()
+    }
+    $sources = @()
+    if ($null -ne $VhdSourcePath) { $sources = @($VhdSourcePath) }
+    $targets = @()
+    if ($null -ne $VhdDestinationPath) { $targets = @($VhdDestinationPath) }
+    $namedPaths = @($paths.Keys | Where-Object { $paths[$_] })
+
+    if ($modeName -eq 'all') {
+        if (-not $destination) { throw "Mode 'all' needs DestinationStoragePath" }
+        if ($namedPaths.Count -gt 0 -or $sources.Count -gt 0 -or $targets.Count -gt 0) {
+            throw "Mode 'all' takes only DestinationStoragePath; leave VirtualMachinePath, SnapshotFilePath, SmartPagingFilePath, VhdSourcePath and VhdDestinationPath empty"
+        }
+        if (-not (Test-HvmAbsolutePath $destination)) {
+            throw "DestinationStoragePath '$destination' is not an absolute path"
+        }
+    } else {
+        if ($destination) { throw "Mode '$modeName' does not take DestinationStoragePath; use mode 'all'" }
+        if ($modeName -eq 'vhds' -and $namedPaths.Count -gt 0) {
+            throw "Mode 'vhds' takes only VhdSourcePath and VhdDestinationPath (got $($namedPaths -join ', ') as well); use mode 'components'"
+        }
+        if ($sources.Count -ne $targets.Count) {
+            throw "VhdSourcePath has $($sources.Count) entries but VhdDestinationPath has $($targets.Count); they must pair up"
+        }
+        if ($modeName -eq 'vhds' -and $sources.Count -eq 0) {
+            throw "Mode 'vhds' needs at least one VhdSourcePath/VhdDestinationPath pair"
+        }
+        if ($modeName -eq 'components' -and $sources.Count -eq 0 -and $namedPaths.Count -eq 0) {
+            throw "Mode 'components' needs at least one of VirtualMachinePath, SnapshotFilePath, SmartPagingFilePath or a VhdSourcePath/VhdDestinationPath pair"
+        }
+        foreach ($name in $namedPaths) {
+            if (-not (Test-HvmAbsolutePath $paths[$name])) { throw "$name '$($paths[$name])' is not an absolute path" }
+        }
+        $seenSources = @{}
+        $seenTargets = @{}
+        for ($i = 0; $i -lt $sources.Count; $i++) {
+            $src = ([string]$sources[$i]).Trim()
+            $dst = ([string]$targets[$i]).Trim()
+            if (-not (Test-HvmAbsolutePath $src)) { throw "VhdSourcePath '$src' is not an absolute path" }
+            if (-not (Test-HvmAbsolutePath $dst)) { throw "VhdDestinationPath '$dst' is not an absolute path" }
+            $srcName = [System.IO.Path]::GetFileName($src)
+            $dstName = [System.IO.Path]::GetFileName($dst)
+            if (-not $dstName -or $srcName -ne $dstName) {
+                throw "VhdDestinationPath '$dst' must keep the file name of '$src' ($srcName); Move-VMStorage cannot rename a disk"
+            }
+            if ($seenSources.ContainsKey((Get-HvmPathKey $src))) { throw "VhdSourcePath '$src' is listed twice" }
+            if ($seenTargets.ContainsKey((Get-HvmPathKey $dst))) { throw "VhdDestinationPath '$dst' is listed twice" }
+            $seenSources[(Get-HvmPathKey $src)] = $true
+            $seenTargets[(Get-HvmPathKey $dst)] = $true
+        }
+    }
+
+    # 3. The VM's disks: files attached to its drives and to its checkpoints' drives.
+    $vmDisks = @{}
+    $sharedDisks = @{}
+    $drives = [System.Collections.Generic.List[object]]::new()
+    foreach ($d in @(Get-VMHardDiskDrive -VM $vm)) { $drives.Add($d) }
+    foreach ($s in @(Get-VMSnapshot -VM $vm)) {
+        foreach ($d in @(Get-VMHardDiskDrive -VMSnapshot $s)) { $drives.Add($d) }
+    }
+    foreach ($d in $drives) {
+        if (-not $d.Path -or $null -ne $d.DiskNumber) { continue }
+        $key = Get-HvmPathKey ([string]$d.Path)
+        if (-not $vmDisks.ContainsKey($key)) { $vmDisks[$key] = [string]$d.Path }
+        if ($d.SupportPersistentReservations) { $sharedDisks[$key] = $true }
+    }
+
+    # 4. What is not at its destination yet.
+    $moveArgs = @{}
+    $pendingFiles = [System.Collections.Generic.List[string]]::new()
+    $vhdTables = [System.Collections.Generic.List[hashtable]]::new()
+    $pendingCount = 0
+    if ($modeName -eq 'all') {
+        $destinationKey = Get-HvmPathKey $destination
+        foreach ($location in @($vm.ConfigurationLocation, $vm.SnapshotFileLocation, $vm.SmartPagingFilePath)) {
+            if ((Get-HvmPathKey ([string]$location)) -ne $destinationKey) { $pendingCount++ }
+        }
+        $targetNames = @{}
+        foreach ($key in @($vmDisks.Keys)) {
+            if ($sharedDisks.ContainsKey($key)) { continue }
+            $original = $vmDisks[$key]
+            $leaf = [System.IO.Path]::GetFileName($original)
+            $target = [System.IO.Path]::Combine($destination, 'Virtual Hard Disks', $leaf)
+            if ((Get-HvmPathKey $target) -eq $key) { continue }
+            if ($targetNames.ContainsKey($leaf.ToLowerInvariant())) {
+                throw "Disks '$($targetNames[$leaf.ToLowerInvariant()])' and '$original' have the same file name; mode 'all' would put both at '$target'. Use mode 'vhds' or 'components'"
+            }
+            $targetNames[$leaf.ToLowerInvariant()] = $original
+            $pendingFiles.Add($target)
+            $pendingCount++
+        }
+        $moveArgs['DestinationStoragePath'] = $destination
+    } else {
+        $current = @{
+            VirtualMachinePath  = [string]$vm.ConfigurationLocation
+            SnapshotFilePath    = [string]$vm.SnapshotFileLocation
+            SmartPagingFilePath = [string]$vm.SmartPagingFilePath
+        }
+        foreach ($name in $namedPaths) {
+            if ((Get-HvmPathKey $paths[$name]) -ne (Get-HvmPathKey $current[$name])) {
+                $moveArgs[$name] = $paths[$name]
+                $pendingCount++
+            }
+        }
+        for ($i = 0; $i -lt $sources.Count; $i++) {
+            $src = ([string]$sources[$i]).Trim()
+            $dst = ([string]$targets[$i]).Trim()
+            $srcKey = Get-HvmPathKey $src
+            $dstKey = Get-HvmPathKey $dst
+            if ($srcKey -eq $dstKey) { continue }
+            if ($vmDisks.ContainsKey($dstKey) -and -not $vmDisks.ContainsKey($srcKey)) { continue }
+            if (-not $vmDisks.ContainsKey($srcKey)) {
+                throw "VhdSourcePath '$src' is not a disk of VM '$($vm.Name)' or of its checkpoints; Hyper-V would treat it as an unmanaged VHD, so it is refused"
+            }
+            if ($sharedDisks.ContainsKey($srcKey)) {
+                throw "VhdSourcePath '$src' is a shared disk (SupportPersistentReservations); shared disks cannot be storage-migrated"
+            }
+            $vhdTables.Add(@{ SourceFilePath = $vmDisks[$srcKey]; DestinationFilePath = $dst })
+            $pendingFiles.Add($dst)
+            $pendingCount++
+        }
+        if ($vhdTables.Count -gt 0) { $moveArgs['Vhds'] = $vhdTables.ToArray() }
+    }
+    if ($pendingCount -eq 0) {
+        return New-HvmResult $vmId 'already_at_destination' $null 'every component the request names already resolves to its destination; nothing was started' $noWarnings
+    }
+
+    # 5. Refusals Hyper-V would only report later, or not clearly.
+    foreach ($file in $pendingFiles) {
+        if (Test-Path -LiteralPath $file) {
+            throw "Destination file '$file' already exists; Move-VMStorage does not overwrite it. Remove it or choose another destination"
+        }
+    }
+    $limit = [int64](Get-VMHost).MaximumStorageMigrations
+    $hostRunning = @(
+        Get-CimInstance -Namespace 'root\virtualization\v2' -ClassName Msvm_MigrationJob |
+            Where-Object { [int]$_.JobType -eq 307 -and [int]$_.JobState -ge 2 -and [int]$_.JobState -le 6 }
+    ).Count
+    if ($limit -gt 0 -and $hostRunning -ge $limit) {
+        throw "Storage migration limit reached on this host: $hostRunning of $limit (MaximumStorageMigrations) are running; try again when one has finished"
+    }
+
+    # 6. Start it. Move-VMStorage -AsJob validates its parameters here (errors throw) and runs the
+    # migration in a job of this runspace; the job's warnings and errors are read below.
+    if ($RetainVhdCopiesOnSource) { $moveArgs['RetainVhdCopiesOnSource'] = $true }
+    $knownJobs = @{}
+    foreach ($j in $existingJobs) { $knownJobs[[string]$j.InstanceID] = $true }
+    $moveWarnings = $null
+    $psJob = Move-VMStorage -VM $vm @moveArgs -AsJob -Confirm:$false -WarningVariable moveWarnings -ErrorAction Stop
+    if ($psJob -is [array]) { $psJob = $psJob[0] }
+
+    # 7. Wait for the new Msvm_MigrationJob. The runspace must not close before Hyper-V has it.
+    $deadline = [datetime]::UtcNow.AddSeconds($wait)
+    $found = $null
+    while ($true) {
+        $fresh = @(Get-HvmMoveJobs $vmKey | Where-Object { -not $knownJobs.ContainsKey([string]$_.InstanceID) })
+        if ($fresh.Count -gt 0) {
+            $found = Select-HvmNewestJob $fresh
+            break
+        }
+        $state = ''
+        if ($psJob) { $state = [string]$psJob.JobStateInfo.State }
+        if ($state -and $state -ne 'NotStarted' -and $state -ne 'Running') { break }
+        if ([datetime]::UtcNow -ge $deadline) { break }
+        Start-Sleep -Milliseconds 500
+    }
+    if (-not $found) {
+        $fresh = @(Get-HvmMoveJobs $vmKey | Where-Object { -not $knownJobs.ContainsKey([string]$_.InstanceID) })
+        if ($fresh.Count -gt 0) { $found = Select-HvmNewestJob $fresh }
+    }
+
+    $warnings = [System.Collections.Generic.List[string]]::new()
+    $warningSources = @()
+    if ($moveWarnings) { $warningSources += @($moveWarnings) }
+    if ($psJob -and $psJob.Warning) { $warningSources += @($psJob.Warning) }
+    foreach ($w in $warningSources) {
+        $text = [string]$w.Message
+        if (-not $text) { $text = [string]$w }
+        if ($text -and -not $warnings.Contains($text)) { $warnings.Add($text) }
+    }
+    $errors = [System.Collections.Generic.List[string]]::new()
+    if ($psJob -and $psJob.Error) {
+        foreach ($e in @($psJob.Error)) {
+            $text = [string]$e.Exception.Message
+            if (-not $text) { $text = [string]$e }
+            if ($text -and -not $errors.Contains($text)) { $errors.Add($text) }
+        }
+    }
+
+    if ($found) {
+        $message = ''
+        if ($errors.Count -gt 0) { $message = 'Move-VMStorage reported: ' + ($errors -join ' | ') }
+        return New-HvmResult $vmId 'started' (ConvertTo-HvmMoveJob $found) $message $warnings.ToArray()
+    }
+    if ($errors.Count -gt 0) {
+        throw "Move-VMStorage failed for VM '$($vm.Name)': $($errors -join ' | ')"
+    }
+    $state = ''
+    if ($psJob) { $state = [string]$psJob.JobStateInfo.State }
+    if ($state -eq 'NotStarted' -or $state -eq 'Running') {
+        $message = "Move-VMStorage was started but no migration job appeared within $wait s; poll Get-StorageMoveStatus"
+    } else {
+        $message = "Move-VMStorage finished ($state) without a visible migration job; read the VM's paths to confirm the outcome"
+    }
+    return New-HvmResult $vmId 'started' $null $message $warnings.ToArray()
+}
+
+$out = Invoke-HvmStorageMove
+ConvertTo-Json -InputObject $out -Depth 8 -Compress
