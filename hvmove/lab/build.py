@@ -123,6 +123,8 @@ def new_estate(lab_dir: Path, hosts: int, settings: LabSettings | None = None) -
     data = EstateData(settings=settings or LabSettings(),
                       hosts=[LabHost(name=h) for h in names], volumes=default_volumes(names))
     estate = Estate(lab_dir, data)
+    for vol in data.volumes:  # an empty volume still has a root folder
+        (lab_dir / vol.dir).mkdir(parents=True, exist_ok=True)
     env = lab_dir / ".env"
     if not env.exists():
         env.write_text(f"HVMOVE_LAB_PASSWORD={secrets.token_urlsafe(18)}\n", encoding="utf-8")

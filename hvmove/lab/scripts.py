@@ -89,10 +89,12 @@ class LabScripts:
     def _vm(self, host: str, vm_id: Any) -> LabVM:
         vm = self.estate.vm(host, str(vm_id or ""))
         if vm is None:
+            # the project script's own wording (it wraps Get-VM's error)
             raise ScriptFailed(
-                f"Hyper-V was unable to find a virtual machine with id '{vm_id}'.",
-                "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVM",
-                "InvalidArgument",
+                f"VM {vm_id} not found on this host: Hyper-V was unable to find a virtual machine "
+                f"with id '{vm_id}'.",
+                "VMNotFound",
+                "ObjectNotFound",
             )
         return vm
 
@@ -253,8 +255,14 @@ class LabScripts:
         dest = str(p.get("DestinationPath", ""))
         size_mib = int(p.get("SizeMiB", 256) or 256)
         vol = self._volume(host, dest)
-        folder = self._local(host, dest)
-        folder.mkdir(parents=True, exist_ok=True)
+        # like the script: write into the nearest folder that exists, create nothing
+        probe_dir = dest
+        folder = self._local(host, probe_dir)
+        while not folder.is_dir():
+            parent = str(PureWindowsPath(probe_dir).parent)
+            if parent == probe_dir:
+                break
+            probe_dir, folder = parent, self._local(host, parent)
         scale = self.estate.settings.size_scale
         logical = size_mib * 1024 * 1024
         real = max(4096, logical // scale)
@@ -285,7 +293,7 @@ class LabScripts:
             target.unlink(missing_ok=True)
         write_s, read_s = max(t1 - t0, 1e-6), max(t2 - t1, 1e-6)
         return models.BandwidthProbe(
-            path=str(PureWindowsPath(dest, name)), bytes=logical,
+            path=str(PureWindowsPath(probe_dir, name)), bytes=logical,
             write_seconds=round(write_s, 4), read_seconds=round(read_s, 4),
             write_mbps=round(logical / write_s / 1e6, 1), read_mbps=round(logical / read_s / 1e6, 1))
 
@@ -353,6 +361,12 @@ class LabScripts:
         if mode == "all":
             dest = str(p.get("DestinationStoragePath") or "")
             self._check_dest(host, dest, "DestinationStoragePath")
+            names = [PureWindowsPath(o).name.lower() for k, o in vhds_of_vm.items()
+                     if k not in shared]
+            if len(names) != len(set(names)):
+                raise ScriptFailed("Two disks of the VM have the same file name; mode 'all' would "
+                                   "put both in one folder. Use mode 'vhds' with a map.",
+                                   "InvalidArgument", "InvalidArgument")
             for key, original in vhds_of_vm.items():
                 if key in shared:
                     warnings.append(f"The virtual hard disk '{original}' is shared and was not moved.")
@@ -368,6 +382,8 @@ class LabScripts:
                 raise ScriptFailed("VhdSourcePath and VhdDestinationPath must have the same length.",
                                    "InvalidArgument", "InvalidArgument")
             for src, dst in zip(sources, dests, strict=True):
+                if norm(dst) in vhds_of_vm and norm(src) not in vhds_of_vm:
+                    continue  # this pair already moved (a rerun after the switch)
                 if norm(src) not in vhds_of_vm:
                     raise ScriptFailed(f"'{src}' is not a virtual hard disk of virtual machine "
                                        f"'{vm.name}'.", "InvalidArgument", "InvalidArgument")
@@ -387,10 +403,10 @@ class LabScripts:
                     if value:
                         self._check_dest(host, value, key)
                         new_paths[comp] = value
-                if not mapping and not new_paths:
+                if not sources and not new_paths:
                     raise ScriptFailed("Mode 'components' needs at least one destination path.",
                                        "InvalidArgument", "InvalidArgument")
-            elif not mapping:
+            elif not sources:
                 raise ScriptFailed("Mode 'vhds' needs VhdSourcePath and VhdDestinationPath.",
                                    "InvalidArgument", "InvalidArgument")
         else:
@@ -511,7 +527,7 @@ class LabScripts:
                     report.folders_kept.append(models.Refusal(
                         path=folder, reason="a virtual machine uses this folder"))
                 elif not local.exists():
-                    continue
+                    report.absent.append(folder)
                 elif any(local.iterdir()):
                     report.folders_kept.append(models.Refusal(path=folder, reason="not empty"))
                 else:

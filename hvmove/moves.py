@@ -1,0 +1,55 @@
+"""Start a storage move without ever starting a second one, and follow it to its end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from hvmove import models
+from hvmove.hyperv.client import HostClient
+from hvmove.hyperv.errors import MaybeRanError, TransientError
+
+
+def start_or_attach(client: HostClient, vm_id: str, mode: models.MoveMode, *,
+                    attempts: int = 3, **kwargs: object) -> models.MoveStart:
+    """Look at the host, then start. A lost reply is answered by looking again, never by a blind
+    second start: if the first request did start the move, the host shows its job."""
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            status = client.move_status(vm_id)
+            if status.job is not None and status.job.running:
+                return models.MoveStart(vm_id=vm_id, status="already_running", job=status.job,
+                                        message="attached to the running move")
+            return client.start_move(vm_id, mode, **kwargs)  # type: ignore[arg-type]
+        except MaybeRanError as exc:
+            last = exc  # loop: the next status call tells whether it ran
+        except TransientError as exc:
+            last = exc
+            time.sleep(0.5)
+    assert last is not None
+    raise last
+
+
+def follow(client: HostClient, vm_id: str, *, poll_s: float = 2.0,
+           on_progress: Callable[[models.MoveJob], None] | None = None,
+           timeout_s: float | None = None) -> models.MoveJob | None:
+    """Poll Msvm_MigrationJob until the VM's job ends. None when no job is visible at all (it
+    finished longer ago than TimeBeforeRemoval): the caller reads the outcome from the VM's paths."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    last: models.MoveJob | None = None
+    while True:
+        try:
+            job = client.move_status(vm_id).job
+        except TransientError:
+            job = last  # a blip: keep polling from fresh calls
+        if job is None:
+            return last
+        if on_progress is not None:
+            on_progress(job)
+        if not job.running:
+            return job
+        last = job
+        if deadline is not None and time.monotonic() > deadline:
+            return job
+        time.sleep(poll_s)

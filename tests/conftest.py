@@ -1,0 +1,71 @@
+"""Shared fixtures: a lab served in-process, reached through the real pypsrp client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+GiB = 1024**3
+
+
+@dataclass
+class Lab:
+    dir: Path
+    server: object  # hvmove.lab.server.LabServer
+    config: object  # hvmove.config.Config
+
+    def client(self, host: str = "hv01"):  # noqa: ANN201
+        from hvmove.hyperv.client import open_client
+
+        return open_client(self.config, host)
+
+    def vm(self, name: str):  # noqa: ANN201
+        return next(vm for vm in self.server.estate.data.vms if vm.name == name)
+
+
+def make_lab(tmp: Path, *, https: bool = False, max_moves: int = 2, rate_scale: float = 40.0,
+             populate=None) -> Lab:  # noqa: ANN001
+    from hvmove.config import load
+    from hvmove.lab.build import add_vm, new_estate
+    from hvmove.lab.estate import LabSettings
+    from hvmove.lab.process import write_config
+    from hvmove.lab.server import LabServer
+
+    # a coarse size scale keeps the real files small: 40 GiB is 640 KiB on disk
+    estate = new_estate(tmp, hosts=2, settings=LabSettings(size_scale=65536, rate_scale=rate_scale,
+                                                            https=https))
+    for h in estate.data.hosts:
+        h.maximum_storage_migrations = max_moves
+    if populate is None:
+        add_vm(estate, "hv01", "web01", disks=[(40 * GiB, 0.5, "Dynamic")])
+        add_vm(estate, "hv01", "sql01", disks=[(60 * GiB, 1, "Fixed"), (20 * GiB, 0.4, "Dynamic")])
+        add_vm(estate, "hv01", "app01", state="Off", checkpoints=2)
+        add_vm(estate, "hv01", "iso01", dvd=["D:\\ISO\\setup.iso"])
+        add_vm(estate, "hv02", "dc01", disks=[(20 * GiB, 0.5, "Dynamic")])
+    else:
+        populate(estate)
+    estate.save()
+    server = LabServer(tmp).start()
+    write_config(tmp)
+    return Lab(dir=tmp, server=server, config=load(tmp / "hvmove.yaml"))
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    lab = make_lab(tmp_path)
+    yield lab
+    lab.server.stop()
+
+
+@pytest.fixture
+def client(lab: Lab):  # noqa: ANN201
+    c = lab.client("hv01")
+    yield c
+    c.close()
