@@ -15,8 +15,11 @@ from rich.table import Table
 
 from hvmove.errors import HvmoveError
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Hyper-V storage live migration, orchestrated with Prefect.")
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Hyper-V storage live migration, orchestrated with Prefect.",
+)
 lab_app = typer.Typer(no_args_is_help=True, help="The embedded lab: a local Hyper-V stand-in.")
 app.add_typer(lab_app, name="lab")
 
@@ -25,8 +28,9 @@ err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="hvmove.yaml to use "
-                                                "(default: ./hvmove.yaml)")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="hvmove.yaml to use (default: ./hvmove.yaml)")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
 
 
@@ -72,7 +76,9 @@ def lab_up(
 
 @lab_app.command("down")
 @friendly
-def lab_down(dir: Annotated[Path, typer.Option("--dir", "-d", help="lab folder")] = Path(".")) -> None:
+def lab_down(
+    dir: Annotated[Path, typer.Option("--dir", "-d", help="lab folder")] = Path("."),
+) -> None:
     """Stop the lab running from DIR (its files stay; `lab up` resumes it, like a reboot)."""
     from hvmove.lab import process
 
@@ -119,20 +125,33 @@ def _print_inventory(hosts: list[Any]) -> None:
         if h.error:
             continue
         f = h.facts
-        out.rule(f"[bold]{h.name}[/]  {f.os_caption}  max storage moves {f.maximum_storage_migrations}"
-                 f"  running {f.running_storage_moves}")
+        out.rule(
+            f"[bold]{h.name}[/]  {f.os_caption}  max storage moves {f.maximum_storage_migrations}"
+            f"  running {f.running_storage_moves}"
+        )
         vt = Table(title="volumes", title_justify="left")
         for col in ("volume", "kind", "fs", "capacity GiB", "free GiB", "used %"):
             vt.add_column(col, justify="right" if "GiB" in col or "%" in col else "left")
         for v in h.volumes:
             used = 100 * (1 - v.free / v.capacity) if v.capacity else 0
-            vt.add_row(v.volume, v.kind, v.file_system, _gib(v.capacity), _gib(v.free), f"{used:.0f}")
+            vt.add_row(
+                v.volume, v.kind, v.file_system, _gib(v.capacity), _gib(v.free), f"{used:.0f}"
+            )
         out.print(vt)
         t = Table(title="VMs", title_justify="left")
-        for col in ("name", "state", "disks", "on disk GiB", "virtual GiB", "checkpoints",
-                    "notes", "location"):
-            t.add_column(col, justify="right" if "GiB" in col or col in ("disks", "checkpoints")
-                         else "left")
+        for col in (
+            "name",
+            "state",
+            "disks",
+            "on disk GiB",
+            "virtual GiB",
+            "checkpoints",
+            "notes",
+            "location",
+        ):
+            t.add_column(
+                col, justify="right" if "GiB" in col or col in ("disks", "checkpoints") else "left"
+            )
         for vm in h.vms:
             files = vm.vhd_files()
             notes = []
@@ -144,10 +163,16 @@ def _print_inventory(hosts: list[Any]) -> None:
                 notes.append("shared VHDX")
             if vm.secondary_status:
                 notes.append(vm.secondary_status)
-            t.add_row(vm.name, vm.state, str(len(vm.drives)),
-                      _gib(sum(x.file_size for x in files)),
-                      _gib(sum(d.chain[0].size for d in vm.drives if d.chain)),
-                      str(len(vm.checkpoints)), ", ".join(notes), vm.configuration_location)
+            t.add_row(
+                vm.name,
+                vm.state,
+                str(len(vm.drives)),
+                _gib(sum(x.file_size for x in files)),
+                _gib(sum(d.chain[0].size for d in vm.drives if d.chain)),
+                str(len(vm.checkpoints)),
+                ", ".join(notes),
+                vm.configuration_location,
+            )
         out.print(t)
 
 

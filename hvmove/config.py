@@ -110,7 +110,9 @@ class Config(Strict):
         seen: set[str] = set()
         for host in self.hosts:
             if host.name.lower() in seen:
-                raise ValueError(f"host name {host.name!r} appears twice; host names must be unique")
+                raise ValueError(
+                    f"host name {host.name!r} appears twice; host names must be unique"
+                )
             seen.add(host.name.lower())
         return self
 

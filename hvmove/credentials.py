@@ -37,7 +37,7 @@ def resolve(ref: CredentialRef, *, base_dir: Path | None = None, host: str = "")
     except Exception as exc:
         raise ConfigError(
             f"{where}cannot load Prefect Secret block {ref.secret_block!r} ({type(exc).__name__}); "
-            f"create it with: prefect block create secret  (or in the UI), and check PREFECT_API_URL"
+            "create it with: prefect block create secret (or in the UI), and check PREFECT_API_URL"
         ) from None
     return SecretStr(str(secret.get()))
 

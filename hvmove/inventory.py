@@ -25,16 +25,21 @@ def collect_host(client: HostClient) -> HostInventory:
     facts = client.host_facts()
     inv = client.inventory()
     # every volume of the host (empty -Path), plus the volumes (SMB shares) its VMs live on
-    paths = sorted({vm.configuration_location for vm in inv.vms}
-                   | {d.path for vm in inv.vms for d in vm.drives if d.path and not d.disk_number})
+    paths = sorted(
+        {vm.configuration_location for vm in inv.vms}
+        | {d.path for vm in inv.vms for d in vm.drives if d.path and not d.disk_number}
+    )
     seen: dict[str, models.VolumeInfo] = {}
     for vol in client.volumes([]).volumes + (client.volumes(paths).volumes if paths else []):
         seen.setdefault(vol.volume.lower(), vol)
     return HostInventory(name=client.name, facts=facts, volumes=list(seen.values()), vms=inv.vms)
 
 
-def collect(config: Config, hosts: list[str] | None = None,
-            connect: Callable[[Config, str], HostClient] = open_client) -> list[HostInventory]:
+def collect(
+    config: Config,
+    hosts: list[str] | None = None,
+    connect: Callable[[Config, str], HostClient] = open_client,
+) -> list[HostInventory]:
     names = hosts or [h.name for h in config.hosts]
 
     def one(name: str) -> HostInventory:

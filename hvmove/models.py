@@ -21,8 +21,16 @@ VhdFormat = Literal["VHD", "VHDX", "VHDSet"]
 VhdType = Literal["Fixed", "Dynamic", "Differencing"]
 VMStateName = Literal["Running", "Off", "Saved", "Paused", "Starting", "Stopping", "Other"]
 JobStateName = Literal[
-    "New", "Starting", "Running", "Suspended", "ShuttingDown", "Completed", "Terminated", "Killed",
-    "Exception", "Unknown",
+    "New",
+    "Starting",
+    "Running",
+    "Suspended",
+    "ShuttingDown",
+    "Completed",
+    "Terminated",
+    "Killed",
+    "Exception",
+    "Unknown",
 ]
 MoveMode = Literal["all", "components", "vhds"]
 VolumeKind = Literal["local", "csv", "smb"]

@@ -10,8 +10,9 @@ from hvmove.hyperv.client import HostClient
 from hvmove.hyperv.errors import MaybeRanError, TransientError
 
 
-def start_or_attach(client: HostClient, vm_id: str, mode: models.MoveMode, *,
-                    attempts: int = 3, **kwargs: object) -> models.MoveStart:
+def start_or_attach(
+    client: HostClient, vm_id: str, mode: models.MoveMode, *, attempts: int = 3, **kwargs: object
+) -> models.MoveStart:
     """Look at the host, then start. A lost reply is answered by looking again, never by a blind
     second start: if the first request did start the move, the host shows its job."""
     last: Exception | None = None
@@ -19,8 +20,12 @@ def start_or_attach(client: HostClient, vm_id: str, mode: models.MoveMode, *,
         try:
             status = client.move_status(vm_id)
             if status.job is not None and status.job.running:
-                return models.MoveStart(vm_id=vm_id, status="already_running", job=status.job,
-                                        message="attached to the running move")
+                return models.MoveStart(
+                    vm_id=vm_id,
+                    status="already_running",
+                    job=status.job,
+                    message="attached to the running move",
+                )
             return client.start_move(vm_id, mode, **kwargs)  # type: ignore[arg-type]
         except MaybeRanError as exc:
             last = exc  # loop: the next status call tells whether it ran
@@ -31,11 +36,17 @@ def start_or_attach(client: HostClient, vm_id: str, mode: models.MoveMode, *,
     raise last
 
 
-def follow(client: HostClient, vm_id: str, *, poll_s: float = 2.0,
-           on_progress: Callable[[models.MoveJob], None] | None = None,
-           timeout_s: float | None = None) -> models.MoveJob | None:
+def follow(
+    client: HostClient,
+    vm_id: str,
+    *,
+    poll_s: float = 2.0,
+    on_progress: Callable[[models.MoveJob], None] | None = None,
+    timeout_s: float | None = None,
+) -> models.MoveJob | None:
     """Poll Msvm_MigrationJob until the VM's job ends. None when no job is visible at all (it
-    finished longer ago than TimeBeforeRemoval): the caller reads the outcome from the VM's paths."""
+    finished longer ago than TimeBeforeRemoval): the caller reads the outcome from the VM's
+    paths."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     last: models.MoveJob | None = None
     while True:

@@ -21,17 +21,18 @@ class Lab:
     server: object  # hvmove.lab.server.LabServer
     config: object  # hvmove.config.Config
 
-    def client(self, host: str = "hv01"):  # noqa: ANN201
+    def client(self, host: str = "hv01"):
         from hvmove.hyperv.client import open_client
 
         return open_client(self.config, host)
 
-    def vm(self, name: str):  # noqa: ANN201
+    def vm(self, name: str):
         return next(vm for vm in self.server.estate.data.vms if vm.name == name)
 
 
-def make_lab(tmp: Path, *, https: bool = False, max_moves: int = 2, rate_scale: float = 40.0,
-             populate=None) -> Lab:  # noqa: ANN001
+def make_lab(
+    tmp: Path, *, https: bool = False, max_moves: int = 2, rate_scale: float = 40.0, populate=None
+) -> Lab:
     from hvmove.config import load
     from hvmove.lab.build import add_vm, new_estate
     from hvmove.lab.estate import LabSettings
@@ -39,8 +40,9 @@ def make_lab(tmp: Path, *, https: bool = False, max_moves: int = 2, rate_scale: 
     from hvmove.lab.server import LabServer
 
     # a coarse size scale keeps the real files small: 40 GiB is 640 KiB on disk
-    estate = new_estate(tmp, hosts=2, settings=LabSettings(size_scale=65536, rate_scale=rate_scale,
-                                                            https=https))
+    estate = new_estate(
+        tmp, hosts=2, settings=LabSettings(size_scale=65536, rate_scale=rate_scale, https=https)
+    )
     for h in estate.data.hosts:
         h.maximum_storage_migrations = max_moves
     if populate is None:
@@ -65,7 +67,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
 
 
 @pytest.fixture
-def client(lab: Lab):  # noqa: ANN201
+def client(lab: Lab):
     c = lab.client("hv01")
     yield c
     c.close()

@@ -10,11 +10,11 @@ from hvmove.moves import start_or_attach
 from tests.conftest import Lab, make_lab
 
 
-def faults(lab: Lab):  # noqa: ANN201
+def faults(lab: Lab):
     return lab.server.endpoint.faults
 
 
-def test_dropped_read_is_transient_and_the_next_call_reconnects(client, lab: Lab) -> None:  # noqa: ANN001
+def test_dropped_read_is_transient_and_the_next_call_reconnects(client, lab: Lab) -> None:
     client.host_facts()
     faults(lab).add(action="Receive", kind="drop")
     with pytest.raises(e.TransientError) as info:
@@ -23,7 +23,7 @@ def test_dropped_read_is_transient_and_the_next_call_reconnects(client, lab: Lab
     assert client.host_facts().name == "HV01"
 
 
-def test_lost_reply_to_start_is_maybe_ran_and_never_moves_twice(tmp_path) -> None:  # noqa: ANN001
+def test_lost_reply_to_start_is_maybe_ran_and_never_moves_twice(tmp_path) -> None:
     lab = make_lab(tmp_path, rate_scale=1.0)
     try:
         with lab.client() as client:
@@ -45,7 +45,7 @@ def test_lost_reply_to_start_is_maybe_ran_and_never_moves_twice(tmp_path) -> Non
         lab.server.stop()
 
 
-def test_lost_reply_through_start_or_attach_itself(tmp_path) -> None:  # noqa: ANN001
+def test_lost_reply_through_start_or_attach_itself(tmp_path) -> None:
     lab = make_lab(tmp_path, rate_scale=1.0)
     try:
         with lab.client() as client:
@@ -66,7 +66,7 @@ def test_lost_reply_through_start_or_attach_itself(tmp_path) -> None:  # noqa: A
     ("code", "expected"),
     [(401, e.AuthenticationFailed), (503, e.TransientError), (500, e.TransientError)],
 )
-def test_http_status_faults(client, lab: Lab, code: int, expected: type) -> None:  # noqa: ANN001
+def test_http_status_faults(client, lab: Lab, code: int, expected: type) -> None:
     client.host_facts()
     faults(lab).add(action="Command", kind="status", code=code)
     with pytest.raises(expected) as info:
@@ -75,7 +75,7 @@ def test_http_status_faults(client, lab: Lab, code: int, expected: type) -> None
         assert not isinstance(info.value, e.MaybeRanError)
 
 
-def test_http_500_on_a_mutating_call_is_maybe_ran(client, lab: Lab) -> None:  # noqa: ANN001
+def test_http_500_on_a_mutating_call_is_maybe_ran(client, lab: Lab) -> None:
     client.host_facts()
     faults(lab).add(action="Command", kind="status", code=500)
     with pytest.raises(e.MaybeRanError):
@@ -87,12 +87,12 @@ def test_wrong_password_is_permanent(lab: Lab) -> None:
 
     from hvmove.hyperv.client import HostClient
 
-    with HostClient(lab.config.hosts[0], SecretStr("wrong"), base_dir=lab.dir) as c:
-        with pytest.raises(e.AuthenticationFailed):
-            c.host_facts()
+    c = HostClient(lab.config.hosts[0], SecretStr("wrong"), base_dir=lab.dir)
+    with c, pytest.raises(e.AuthenticationFailed):
+        c.host_facts()
 
 
-def test_slow_reply_past_read_timeout(client, lab: Lab) -> None:  # noqa: ANN001
+def test_slow_reply_past_read_timeout(client, lab: Lab) -> None:
     client.host.operation_timeout, client.host.read_timeout = 1, 2
     client.host_facts()
     client._drop_pool()
@@ -102,7 +102,7 @@ def test_slow_reply_past_read_timeout(client, lab: Lab) -> None:  # noqa: ANN001
     assert client.host_facts().name == "HV01"
 
 
-def test_host_gone_then_back(client, lab: Lab) -> None:  # noqa: ANN001
+def test_host_gone_then_back(client, lab: Lab) -> None:
     client.host_facts()
     lab.server.endpoint.kill_host("hv01")
     with pytest.raises(e.TransientError):
@@ -113,7 +113,7 @@ def test_host_gone_then_back(client, lab: Lab) -> None:  # noqa: ANN001
     assert client.host_facts().name == "HV01"
 
 
-def test_deadline_stops_a_call_and_says_maybe_ran(tmp_path) -> None:  # noqa: ANN001
+def test_deadline_stops_a_call_and_says_maybe_ran(tmp_path) -> None:
     lab = make_lab(tmp_path, rate_scale=0.02)  # a probe on this volume takes minutes
     try:
         with lab.client() as client:

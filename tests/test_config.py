@@ -40,14 +40,20 @@ def test_good_config_defaults_to_https_with_validation(tmp_path: Path) -> None:
         ("- a\n- b\n", "expected a mapping"),
         ("hosts: []\n", "hosts: List should have at least 1 item"),
         ("hosts:" + GOOD_HOST + "    colour: blue\n", "hosts[0] (hv01).colour: unknown key"),
-        ("hosts:\n  - name: hv02\n    address: x\n    password: {env: P}\n",
-         "hosts[0] (hv02).username: required key is missing"),
+        (
+            "hosts:\n  - name: hv02\n    address: x\n    password: {env: P}\n",
+            "hosts[0] (hv02).username: required key is missing",
+        ),
         ("hosts:" + GOOD_HOST + "    port: http\n", "hosts[0] (hv01).port"),
-        ("hosts:" + GOOD_HOST.replace("kerberos", "basic") + "    transport: http\n",
-         "Basic authentication over plain HTTP"),
+        (
+            "hosts:" + GOOD_HOST.replace("kerberos", "basic") + "    transport: http\n",
+            "Basic authentication over plain HTTP",
+        ),
         ("hosts:" + GOOD_HOST + "    cert_validation: false\n", "needs 'insecure: true'"),
-        ("hosts:" + GOOD_HOST.replace("{env: HV_PASS}", "{env: A, secret_block: b}"),
-         "exactly one of"),
+        (
+            "hosts:" + GOOD_HOST.replace("{env: HV_PASS}", "{env: A, secret_block: b}"),
+            "exactly one of",
+        ),
         ("hosts:" + GOOD_HOST.replace("{env: HV_PASS}", "hunter2"), "password"),
         ("hosts:" + GOOD_HOST + GOOD_HOST, "appears twice"),
     ],
@@ -63,7 +69,11 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, expected: str) 
 
 
 def test_basic_over_http_allowed_only_when_insecure(tmp_path: Path) -> None:
-    text = "hosts:" + GOOD_HOST.replace("kerberos", "basic") + "    transport: http\n    insecure: true\n"
+    text = (
+        "hosts:"
+        + GOOD_HOST.replace("kerberos", "basic")
+        + "    transport: http\n    insecure: true\n"
+    )
     assert load(write(tmp_path, text)).hosts[0].insecure
 
 
@@ -72,7 +82,9 @@ def test_missing_file_says_how_to_get_one(tmp_path: Path) -> None:
         load(tmp_path / "nope.yaml")
 
 
-def test_password_from_env_or_dotenv_never_in_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_from_env_or_dotenv_never_in_repr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = load(write(tmp_path, "hosts:" + GOOD_HOST))
     ref = cfg.hosts[0].password
     monkeypatch.delenv("HV_PASS", raising=False)

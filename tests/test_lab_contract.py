@@ -10,7 +10,7 @@ from hvmove.hyperv.catalog import SPECS
 from tests.conftest import GiB, Lab
 
 
-def test_host_facts(client) -> None:  # noqa: ANN001
+def test_host_facts(client) -> None:
     facts = client.host_facts()
     assert facts.name == "HV01"
     assert facts.maximum_storage_migrations == 2
@@ -18,7 +18,7 @@ def test_host_facts(client) -> None:  # noqa: ANN001
     assert facts.os_version.startswith("10.0")
 
 
-def test_inventory_reports_chains_checkpoints_and_isos(client, lab: Lab) -> None:  # noqa: ANN001
+def test_inventory_reports_chains_checkpoints_and_isos(client, lab: Lab) -> None:
     inv = client.inventory()
     by_name = {vm.name: vm for vm in inv.vms}
     assert set(by_name) == {"web01", "sql01", "app01", "iso01"}  # hv02's dc01 is not here
@@ -38,7 +38,7 @@ def test_inventory_reports_chains_checkpoints_and_isos(client, lab: Lab) -> None
     assert [vm.name for vm in one.vms] == ["sql01"]
 
 
-def test_volume_info_local_and_smb(client) -> None:  # noqa: ANN001
+def test_volume_info_local_and_smb(client) -> None:
     report = client.volumes(["D:\\VMs\\web01", "E:\\new\\place", "\\\\fs01\\vmstore\\x"])
     d, e_, smb = report.volumes
     assert (d.volume, d.kind, d.exists) == ("D:\\", "local", True)
@@ -49,14 +49,14 @@ def test_volume_info_local_and_smb(client) -> None:  # noqa: ANN001
     assert [v.volume for v in every] == ["C:\\", "D:\\", "E:\\", "F:\\"]
 
 
-def test_odx_between_volumes(client) -> None:  # noqa: ANN001
+def test_odx_between_volumes(client) -> None:
     same_array = client.odx("D:\\VMs", "E:\\VMs")
     assert same_array.odx and same_array.source_array == same_array.destination_array
     other = client.odx("D:\\VMs", "F:\\VMs")
     assert not other.odx and "does not support ODX" in other.reason
 
 
-def test_bandwidth_probe_measures_and_cleans_up(client, lab: Lab) -> None:  # noqa: ANN001
+def test_bandwidth_probe_measures_and_cleans_up(client, lab: Lab) -> None:
     probe = client.bandwidth("E:\\probe", 256)
     assert probe.bytes == 256 * 1024 * 1024
     # E: is a 600 MB/s volume (times the lab's rate scale): the measurement must be near that
@@ -67,7 +67,7 @@ def test_bandwidth_probe_measures_and_cleans_up(client, lab: Lab) -> None:  # no
     assert not list((lab.dir / "hosts/hv01/E").iterdir())
 
 
-def test_vm_paths_vhd_facts_and_remove(client, lab: Lab) -> None:  # noqa: ANN001
+def test_vm_paths_vhd_facts_and_remove(client, lab: Lab) -> None:
     web = lab.vm("web01")
     paths = client.vm_paths(web.id)
     assert paths.state == "Running" and paths.disk_paths == [web.drives[0].path]
@@ -79,8 +79,10 @@ def test_vm_paths_vhd_facts_and_remove(client, lab: Lab) -> None:  # noqa: ANN00
     stray = lab.dir / "hosts/hv01/D/old/leftover.vhdx"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"x")
-    report = client.remove_files([web.drives[0].path, "D:\\old\\leftover.vhdx", "D:\\old\\gone.vhdx"],
-                                 ["D:\\old", "D:\\VMs\\web01"])
+    report = client.remove_files(
+        [web.drives[0].path, "D:\\old\\leftover.vhdx", "D:\\old\\gone.vhdx"],
+        ["D:\\old", "D:\\VMs\\web01"],
+    )
     assert [r.path for r in report.refused] == [web.drives[0].path]
     assert report.removed == ["D:\\old\\leftover.vhdx"]
     assert report.absent == ["D:\\old\\gone.vhdx"]
@@ -89,8 +91,8 @@ def test_vm_paths_vhd_facts_and_remove(client, lab: Lab) -> None:  # noqa: ANN00
     assert (lab.dir / "hosts/hv01/D/VMs/web01/Virtual Hard Disks/web01.vhdx").exists()
 
 
-def test_values_arrive_exactly_as_sent(client, lab: Lab) -> None:  # noqa: ANN001
-    nasty = "D:\\VMs\\it's \"q\"; $(Remove-Item C:\\ -Recurse) `whoami` ü 日本\\x"
+def test_values_arrive_exactly_as_sent(client, lab: Lab) -> None:
+    nasty = 'D:\\VMs\\it\'s "q"; $(Remove-Item C:\\ -Recurse) `whoami` ü 日本\\x'
     report = client.volumes([nasty])
     assert report.volumes[0].path == nasty
     host, script, params = lab.server.scripts.calls[-1]
@@ -98,12 +100,12 @@ def test_values_arrive_exactly_as_sent(client, lab: Lab) -> None:  # noqa: ANN00
     assert params == {"Path": [nasty]}
 
 
-def test_unknown_vm_is_a_permanent_script_error(client) -> None:  # noqa: ANN001
+def test_unknown_vm_is_a_permanent_script_error(client) -> None:
     with pytest.raises(e.ScriptError, match="not found on this host"):
         client.vm_paths("00000000-0000-0000-0000-000000000000")
 
 
-def test_unknown_script_and_unknown_parameter_are_refused(client, lab: Lab) -> None:  # noqa: ANN001
+def test_unknown_script_and_unknown_parameter_are_refused(client, lab: Lab) -> None:
     from pypsrp.powershell import PowerShell
 
     pool = client._ensure_pool()
@@ -119,7 +121,7 @@ def test_every_script_has_a_lab_implementation(lab: Lab) -> None:
     assert set(lab.server.scripts.handlers) == set(SPECS)
 
 
-def test_https_with_certificate_validation(tmp_path) -> None:  # noqa: ANN001
+def test_https_with_certificate_validation(tmp_path) -> None:
     from tests.conftest import make_lab
 
     lab = make_lab(tmp_path, https=True)

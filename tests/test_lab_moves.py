@@ -13,42 +13,48 @@ from hvmove.moves import follow, start_or_attach
 from tests.conftest import GiB, Lab, make_lab
 
 
-def wait_done(client, vm_id: str):  # noqa: ANN001, ANN201
+def wait_done(client, vm_id: str):
     job = follow(client, vm_id, poll_s=0.05, timeout_s=60)
     assert job is not None and not job.running, job
     return job
 
 
-def real(lab: Lab, windows_path: str):  # noqa: ANN201
+def real(lab: Lab, windows_path: str):
     return lab.server.estate.local("hv01", windows_path)
 
 
 @pytest.mark.parametrize("retain", [False, True])
-def test_live_move_of_running_vm_loses_no_write(client, lab: Lab, retain: bool) -> None:  # noqa: ANN001
+def test_live_move_of_running_vm_loses_no_write(client, lab: Lab, retain: bool) -> None:
     vm = lab.vm("sql01")
     before = client.inventory(vm.id).vms[0]
     sources = [f.path for f in before.vhd_files()]
     start = client.start_move(vm.id, "all", destination="E:\\Moved\\sql01", retain_source=retain)
     assert start.status == "started" and start.job is not None
     seen = []
-    job = follow(client, vm.id, poll_s=0.05, on_progress=lambda j: seen.append(j.percent_complete),
-                 timeout_s=60)
+    job = follow(
+        client,
+        vm.id,
+        poll_s=0.05,
+        on_progress=lambda j: seen.append(j.percent_complete),
+        timeout_s=60,
+    )
     assert job is not None and job.job_state == "Completed", job
     assert max(seen) >= 0 and seen == sorted(seen)
     after = client.vm_paths(vm.id)
-    assert all(p.startswith("E:\\Moved\\sql01\\Virtual Hard Disks\\") for p in after.disk_paths), after
+    assert all(p.startswith("E:\\Moved\\sql01\\Virtual Hard Disks\\") for p in after.disk_paths), (
+        after
+    )
     assert after.configuration_location == "E:\\Moved\\sql01"
     # the guest kept writing during the copy; every acknowledged write is on the new disk
     check = lab.server.engine.lost_writes(vm.id)
     assert check["writes"] >= 5 and check["lost"] == 0, check
     facts = client.vhd_facts(after.disk_paths).disks
     assert all(d.test_ok for d in facts), facts
-    assert [d.vhd.disk_identifier for d in facts] == [
-        f.disk_identifier for f in before.vhd_files()]
+    assert [d.vhd.disk_identifier for d in facts] == [f.disk_identifier for f in before.vhd_files()]
     assert [real(lab, p).exists() for p in sources] == [retain] * len(sources)
 
 
-def test_checkpoint_chain_moves_with_parent_locators(client, lab: Lab) -> None:  # noqa: ANN001
+def test_checkpoint_chain_moves_with_parent_locators(client, lab: Lab) -> None:
     vm = lab.vm("app01")
     client.start_move(vm.id, "all", destination="F:\\VMs\\app01", retain_source=False)
     assert wait_done(client, vm.id).job_state == "Completed"
@@ -58,7 +64,7 @@ def test_checkpoint_chain_moves_with_parent_locators(client, lab: Lab) -> None: 
     assert client.vhd_facts([chain[0].path]).disks[0].test_ok  # Test-VHD follows the chain
 
 
-def test_vhds_only_mode_and_refusals(client, lab: Lab) -> None:  # noqa: ANN001
+def test_vhds_only_mode_and_refusals(client, lab: Lab) -> None:
     vm = lab.vm("sql01")
     data = vm.drives[1].path
     dest = str(PureWindowsPath("F:\\data", PureWindowsPath(data).name))
@@ -75,7 +81,7 @@ def test_vhds_only_mode_and_refusals(client, lab: Lab) -> None:  # noqa: ANN001
     assert again.status == "already_at_destination"
 
 
-def test_failed_move_removes_partial_destination(client, lab: Lab) -> None:  # noqa: ANN001
+def test_failed_move_removes_partial_destination(client, lab: Lab) -> None:
     vm = lab.vm("web01")
     lab.server.engine.inject({"kind": "fail_at", "vm": "web01", "percent": 40})
     client.start_move(vm.id, "all", destination="E:\\fail\\web01")
@@ -87,7 +93,7 @@ def test_failed_move_removes_partial_destination(client, lab: Lab) -> None:  # n
     assert lab.server.engine.lost_writes(vm.id)["lost"] == 0
 
 
-def test_destination_fills_up(client, lab: Lab) -> None:  # noqa: ANN001
+def test_destination_fills_up(client, lab: Lab) -> None:
     vm = lab.vm("sql01")
     lab.server.control("set_volume", {"root": "F:\\", "host": "hv01", "capacity": 50 * GiB})
     client.start_move(vm.id, "all", destination="F:\\full\\sql01")
@@ -96,7 +102,7 @@ def test_destination_fills_up(client, lab: Lab) -> None:  # noqa: ANN001
     assert not [p for p in (lab.dir / "hosts/hv01/F").rglob("*") if p.is_file()]
 
 
-def test_corrupt_destination_block_is_caught_by_test_vhd(client, lab: Lab) -> None:  # noqa: ANN001
+def test_corrupt_destination_block_is_caught_by_test_vhd(client, lab: Lab) -> None:
     vm = lab.vm("web01")
     lab.server.engine.inject({"kind": "corrupt_block", "vm": vm.id})
     client.start_move(vm.id, "all", destination="E:\\c\\web01", retain_source=True)
@@ -105,7 +111,7 @@ def test_corrupt_destination_block_is_caught_by_test_vhd(client, lab: Lab) -> No
     assert client.vhd_facts([path]).disks[0].test_ok is False
 
 
-def test_cancel_leaves_vm_on_source(tmp_path) -> None:  # noqa: ANN001
+def test_cancel_leaves_vm_on_source(tmp_path) -> None:
     lab = make_lab(tmp_path, rate_scale=1.0)  # slow volumes: the move is still running
     try:
         with lab.client() as client:
@@ -122,7 +128,7 @@ def test_cancel_leaves_vm_on_source(tmp_path) -> None:  # noqa: ANN001
         lab.server.stop()
 
 
-def test_host_migration_limit_is_honoured(tmp_path) -> None:  # noqa: ANN001
+def test_host_migration_limit_is_honoured(tmp_path) -> None:
     lab = make_lab(tmp_path, rate_scale=1.0, max_moves=2)
     try:
         with lab.client() as client:
@@ -138,7 +144,7 @@ def test_host_migration_limit_is_honoured(tmp_path) -> None:  # noqa: ANN001
         lab.server.stop()
 
 
-def test_second_start_attaches_instead_of_moving_twice(tmp_path) -> None:  # noqa: ANN001
+def test_second_start_attaches_instead_of_moving_twice(tmp_path) -> None:
     lab = make_lab(tmp_path, rate_scale=1.0)
     try:
         with lab.client() as client:
@@ -149,5 +155,28 @@ def test_second_start_attaches_instead_of_moving_twice(tmp_path) -> None:  # noq
             assert second.job.job_id == first.job.job_id
             assert len(lab.server.engine.jobs_of(vm.id)) == 1
             client.stop_move(vm.id)
+    finally:
+        lab.server.stop()
+
+
+def test_host_reboot_mid_move_leaves_vm_on_source(tmp_path) -> None:
+    lab = make_lab(tmp_path, rate_scale=2.0)
+    try:
+        vm = lab.vm("sql01")
+        lab.server.engine.inject({"kind": "reboot_at", "vm": "sql01", "percent": 30})
+        with lab.client() as client:
+            client.start_move(vm.id, "all", destination="E:\\r\\sql01")
+            deadline = time.monotonic() + 30
+            while lab.server.reboots == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert lab.server.reboots == 1
+            time.sleep(0.2)
+            # after the reboot: no job survives, the VM still runs from its source
+            assert client.move_status(vm.id).job is None
+            paths = client.vm_paths(vm.id)
+            assert paths.state == "Running" and paths.disk_paths[0].startswith("D:\\")
+            # a crash does not clean up: the partial destination is still there to be found
+            assert [p for p in (lab.dir / "hosts/hv01/E").rglob("*.vhdx")]
+            assert lab.server.engine.lost_writes(vm.id)["lost"] == 0
     finally:
         lab.server.stop()

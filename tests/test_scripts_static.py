@@ -76,8 +76,11 @@ def syntax_errors(text: str, name: str = "<script>") -> list[str]:
 
 def ps7_constructs(text: str, name: str = "<script>") -> list[str]:
     """Syntax that Windows PowerShell 5.1 does not have (??, ??=, ?:, && and ||)."""
-    return [f"{_where(name, n)}: PowerShell 7 only: {_text(n)[:40]!r}"
-            for n in walk(parse(text).root_node) if n.type in PS7_NODES]
+    return [
+        f"{_where(name, n)}: PowerShell 7 only: {_text(n)[:40]!r}"
+        for n in walk(parse(text).root_node)
+        if n.type in PS7_NODES
+    ]
 
 
 # --- the cmdlet table -------------------------------------------------------------------------
@@ -114,8 +117,10 @@ def _cmdlet_entry(command: str) -> tuple[str, dict]:
     found = _lookup(t["cmdlets"], name)
     if found is None:
         if _lookup(t["other_documented_cmdlets"]["cmdlets"], name):
-            raise ValueError(f"{command}: documented, but its parameters are not in the table "
-                             "(add it to cmdlets-extra.json with a reason)")
+            raise ValueError(
+                f"{command}: documented, but its parameters are not in the table "
+                "(add it to cmdlets-extra.json with a reason)"
+            )
         raise ValueError(f"{command}: not a documented cmdlet")
     return found
 
@@ -201,8 +206,11 @@ def command_calls(text: str) -> Iterator[tuple[str | None, list[str], tree_sitte
         params: list[str] = []
         for child in node.children:
             if child.type == "command_elements":
-                params += [_text(c).lstrip("-").rstrip(":") for c in child.children
-                           if c.type == "command_parameter"]
+                params += [
+                    _text(c).lstrip("-").rstrip(":")
+                    for c in child.children
+                    if c.type == "command_parameter"
+                ]
         yield name, params, where
 
 
@@ -328,8 +336,11 @@ def test_house_style(script: tuple[str, str]) -> None:
     body = next(c for c in root.children if c.type == "statement_list")
     statements = [c for c in body.children if c.is_named]
     assert _text(statements[0]) == "$ErrorActionPreference = 'Stop'", name
-    json_calls = [(params, node) for command, params, node in command_calls(text)
-                  if command and command.lower() == "convertto-json"]
+    json_calls = [
+        (params, node)
+        for command, params, node in command_calls(text)
+        if command and command.lower() == "convertto-json"
+    ]
     assert len(json_calls) == 1, f"{name}: exactly one ConvertTo-Json"
     params, _ = json_calls[0]
     bound = {resolve("ConvertTo-Json", p) for p in params}
@@ -346,7 +357,8 @@ def test_json_objects_match_the_model(script: tuple[str, str]) -> None:
     shapes = set(closure.values())
     for keys, node in pscustomobject_keys(text):
         assert keys in shapes, (
-            f"{_where(name, node)}: keys {sorted(keys)} match no model of {spec.model.__name__}")
+            f"{_where(name, node)}: keys {sorted(keys)} match no model of {spec.model.__name__}"
+        )
     built = {keys for keys, _ in pscustomobject_keys(text)}
     assert closure[spec.model.__name__] in built, f"{name}: never builds {spec.model.__name__}"
 
@@ -365,8 +377,11 @@ def test_catalog_and_files_agree() -> None:
 
 def test_native_helper_is_the_same_everywhere() -> None:
     """The P/Invoke type is added once per runspace; every script must define it identically."""
-    pattern = re.compile(r"Add-Type -Namespace HvMove -Name NativeVolume -MemberDefinition @'\n"
-                         r"(.*?)\n'@", re.DOTALL)
+    pattern = re.compile(
+        r"Add-Type -Namespace HvMove -Name NativeVolume -MemberDefinition @'\n"
+        r"(.*?)\n'@",
+        re.DOTALL,
+    )
     bodies = {p.name: pattern.findall(p.read_text("utf-8")) for p in script_files()}
     defined = {name: found[0] for name, found in bodies.items() if found}
     assert defined, "no script defines HvMove.NativeVolume"

@@ -1,4 +1,4 @@
-"""The project's PowerShell scripts: what each one takes, what it prints, whether it changes the host.
+"""The project's PowerShell scripts: what each takes, what it prints, whether it changes the host.
 
 Each operation is ``scripts/<Name>.ps1`` with a ``param(`` block; the values travel as PSRP
 parameters, never inside the script text. The JSON document a script prints is parsed into the
@@ -30,28 +30,79 @@ class ScriptSpec:
 SPECS: dict[str, ScriptSpec] = {
     spec.name: spec
     for spec in [
-        ScriptSpec("Get-HostFacts", models.HostFacts, False, 60,
-                   "OS version, MaximumStorageMigrations, default paths, cluster, running moves"),
-        ScriptSpec("Get-VMInventory", models.Inventory, False, 120,
-                   "VMs (one by -VmId, or all) with paths, disk chains, checkpoints, ISOs"),
-        ScriptSpec("Get-VolumeInfo", models.VolumeReport, False, 60,
-                   "capacity, free space and kind (local/CSV/SMB) of the volume holding each path"),
-        ScriptSpec("Get-OdxStatus", models.OdxStatus, False, 60,
-                   "whether a copy between two paths can be offloaded (ODX)"),
-        ScriptSpec("Measure-Bandwidth", models.BandwidthProbe, True, 600,
-                   "unbuffered write then read of a test file at the destination; file removed"),
-        ScriptSpec("Start-StorageMove", models.MoveStart, True, 120,
-                   "Move-VMStorage in one of the three Move Wizard modes, refusing a second move"),
-        ScriptSpec("Get-StorageMoveStatus", models.MoveStatus, False, 60,
-                   "the VM's newest Msvm_MigrationJob (JobType 307)"),
-        ScriptSpec("Stop-StorageMove", models.MoveStop, True, 60,
-                   "RequestStateChange(Terminate) on the VM's running migration job"),
-        ScriptSpec("Get-VMStoragePaths", models.VMPaths, False, 60,
-                   "the VM's state and every path it references now"),
-        ScriptSpec("Get-VHDFacts", models.VhdReport, False, 300,
-                   "Test-VHD and Get-VHD for a list of files"),
-        ScriptSpec("Remove-StorageFiles", models.RemoveReport, True, 300,
-                   "delete files and emptied folders, refusing anything a VM references"),
+        ScriptSpec(
+            "Get-HostFacts",
+            models.HostFacts,
+            False,
+            60,
+            "OS version, MaximumStorageMigrations, default paths, cluster, running moves",
+        ),
+        ScriptSpec(
+            "Get-VMInventory",
+            models.Inventory,
+            False,
+            120,
+            "VMs (one by -VmId, or all) with paths, disk chains, checkpoints, ISOs",
+        ),
+        ScriptSpec(
+            "Get-VolumeInfo",
+            models.VolumeReport,
+            False,
+            60,
+            "capacity, free space and kind (local/CSV/SMB) of the volume holding each path",
+        ),
+        ScriptSpec(
+            "Get-OdxStatus",
+            models.OdxStatus,
+            False,
+            60,
+            "whether a copy between two paths can be offloaded (ODX)",
+        ),
+        ScriptSpec(
+            "Measure-Bandwidth",
+            models.BandwidthProbe,
+            True,
+            600,
+            "unbuffered write then read of a test file at the destination; file removed",
+        ),
+        ScriptSpec(
+            "Start-StorageMove",
+            models.MoveStart,
+            True,
+            120,
+            "Move-VMStorage in one of the three Move Wizard modes, refusing a second move",
+        ),
+        ScriptSpec(
+            "Get-StorageMoveStatus",
+            models.MoveStatus,
+            False,
+            60,
+            "the VM's newest Msvm_MigrationJob (JobType 307)",
+        ),
+        ScriptSpec(
+            "Stop-StorageMove",
+            models.MoveStop,
+            True,
+            60,
+            "RequestStateChange(Terminate) on the VM's running migration job",
+        ),
+        ScriptSpec(
+            "Get-VMStoragePaths",
+            models.VMPaths,
+            False,
+            60,
+            "the VM's state and every path it references now",
+        ),
+        ScriptSpec(
+            "Get-VHDFacts", models.VhdReport, False, 300, "Test-VHD and Get-VHD for a list of files"
+        ),
+        ScriptSpec(
+            "Remove-StorageFiles",
+            models.RemoveReport,
+            True,
+            300,
+            "delete files and emptied folders, refusing anything a VM references",
+        ),
     ]
 }
 
@@ -98,7 +149,7 @@ def parse_param_names(text: str) -> tuple[str, ...]:
 
 
 def _declared_name(part: str) -> str | None:
-    """The variable a declaration names: the first '$Name' outside attributes like [ValidateSet(..)]."""
+    """The variable a declaration names: the first '$Name' outside [attributes(..)]."""
     depth = 0
     for i, ch in enumerate(part):
         if ch in "([{":

@@ -8,8 +8,10 @@ model and raises a typed error otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import threading
 import time
 from typing import Any, TypeVar
@@ -26,6 +28,8 @@ from hvmove.hyperv import errors as e
 from hvmove.hyperv.catalog import SPECS, ScriptSpec, script_parameters, script_text
 
 log = logging.getLogger("hvmove.hyperv")
+
+SHELL_NOT_FOUND = 2150858843  # WSManFault: the ShellId is unknown to the server
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -49,8 +53,10 @@ class HostClient:
         h = self.host
         validation: bool | str = h.cert_validation
         if h.cert_validation and h.ca_file is not None:
-            ca = h.ca_file if h.ca_file.is_absolute() or self._base_dir is None else (
-                self._base_dir / h.ca_file
+            ca = (
+                h.ca_file
+                if h.ca_file.is_absolute() or self._base_dir is None
+                else (self._base_dir / h.ca_file)
             )
             validation = str(ca)
         https = h.transport == "https"
@@ -82,10 +88,8 @@ class HostClient:
         """Forget the pool after a transport failure; closing a broken pool raises, so try once."""
         pool, self._pool = self._pool, None
         if pool is not None:
-            try:
+            with contextlib.suppress(Exception):
                 pool.close()
-            except Exception:  # noqa: BLE001 - the pool is already broken; nothing to report
-                pass
 
     def close(self) -> None:
         with self._lock:
@@ -106,7 +110,12 @@ class HostClient:
             raise TypeError(f"{script}.ps1 has no parameter(s) {unknown}")
         deadline = time.monotonic() + (timeout if timeout is not None else spec.timeout_s)
         with self._lock:
-            return self._run_locked(spec, params, deadline)
+            try:
+                return self._run_locked(spec, params, deadline)
+            except e.ShellGone:
+                # the host forgot our shell (it rebooted, or WinRM restarted): the command was
+                # never created, so one retry on a new pool is safe even for a mutating script
+                return self._run_locked(spec, params, deadline)
 
     def _run_locked(self, spec: ScriptSpec, params: dict[str, Any], deadline: float) -> BaseModel:
         phase = "connect"
@@ -133,20 +142,29 @@ class HostClient:
 
     @staticmethod
     def _stop_quietly(ps: PowerShell) -> None:
-        try:
+        with contextlib.suppress(Exception):
             ps.stop()
-        except Exception:  # noqa: BLE001 - best effort; the deadline error is what matters
-            pass
 
     def _classify(self, exc: Exception, spec: ScriptSpec, phase: str) -> e.HostError:
         host, name = self.name, spec.name
         text = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, requests.exceptions.SSLError):
-            return e.TlsError(host, name, f"TLS failed (is the certificate trusted? set ca_file): {exc}")
+            return e.TlsError(
+                host, name, f"TLS failed (is the certificate trusted? set ca_file): {exc}"
+            )
         if isinstance(exc, AuthenticationError):
             return e.AuthenticationFailed(host, name, f"credentials rejected: {exc}")
+        if isinstance(exc, WSManFaultError) and exc.code == SHELL_NOT_FOUND and phase == "send":
+            return e.ShellGone(host, name, "the host no longer knows this session")
         if phase == "connect" or _never_connected(exc):
-            return e.HostUnreachable(host, name, text)
+            h = self.host
+            return e.HostUnreachable(
+                host,
+                name,
+                f"cannot connect to {h.address}:{h.effective_port} ({_short_reason(exc)}); check "
+                "that WinRM listens there (winrm quickconfig; HTTPS listener on 5986) and that "
+                "the firewall lets it through",
+            )
         if isinstance(exc, WinRMTransportError):
             if exc.code in (429, 503):
                 return e.TransientError(host, name, f"host unavailable (HTTP {exc.code})")
@@ -175,7 +193,9 @@ class HostClient:
             raise e.TransientError(self.name, spec.name, f"pipeline ended {ps.state}")
         texts = [o for o in ps.output if o is not None]
         if len(texts) != 1 or not isinstance(texts[0], str):
-            raise e.ProtocolError(self.name, spec.name, f"expected one JSON string, got {len(texts)}")
+            raise e.ProtocolError(
+                self.name, spec.name, f"expected one JSON string, got {len(texts)}"
+            )
         try:
             return spec.model.model_validate(json.loads(texts[0]))
         except (json.JSONDecodeError, ValidationError) as exc:
@@ -203,7 +223,10 @@ class HostClient:
 
     def bandwidth(self, destination: str, size_mib: int) -> models.BandwidthProbe:
         return self.call(
-            "Measure-Bandwidth", models.BandwidthProbe, DestinationPath=destination, SizeMiB=size_mib
+            "Measure-Bandwidth",
+            models.BandwidthProbe,
+            DestinationPath=destination,
+            SizeMiB=size_mib,
         )
 
     def move_status(self, vm_id: str) -> models.MoveStatus:
@@ -275,6 +298,13 @@ def _never_connected(exc: Exception) -> bool:
                 return True
         node = node.__cause__ or node.__context__
     return False
+
+
+def _short_reason(exc: Exception) -> str:
+    match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+    if match:
+        return match.group(1).strip()
+    return type(exc).__name__
 
 
 def _error_message(record: Any) -> str:

@@ -37,6 +37,10 @@ class MaybeRanError(TransientError):
     """The reply to a mutating call was lost: observe the host before trying again."""
 
 
+class ShellGone(TransientError):
+    """The host no longer knows the session (reboot, WinRM restart); nothing ran."""
+
+
 class DeadlineExceeded(TransientError):
     """The call did not finish before its deadline and was stopped."""
 

@@ -33,50 +33,121 @@ def default_volumes(hosts: list[str]) -> list[LabVolume]:
     vols: list[LabVolume] = []
     for h in hosts:
         vols += [
-            LabVolume(root="C:\\", dir=f"hosts/{h}/C", hosts=[h], capacity=127 * GiB,
-                      bandwidth_mbps=300, label="System"),
-            LabVolume(root="D:\\", dir=f"hosts/{h}/D", hosts=[h], capacity=2 * TiB,
-                      bandwidth_mbps=600, array="san-a", odx=True, label="SAN-A LUN 1"),
-            LabVolume(root="E:\\", dir=f"hosts/{h}/E", hosts=[h], capacity=2 * TiB,
-                      bandwidth_mbps=600, array="san-a", odx=True, label="SAN-A LUN 2"),
-            LabVolume(root="F:\\", dir=f"hosts/{h}/F", hosts=[h], capacity=4 * TiB,
-                      bandwidth_mbps=250, array=f"jbod-{h}", odx=False, label="Local JBOD"),
+            LabVolume(
+                root="C:\\",
+                dir=f"hosts/{h}/C",
+                hosts=[h],
+                capacity=127 * GiB,
+                bandwidth_mbps=300,
+                label="System",
+            ),
+            LabVolume(
+                root="D:\\",
+                dir=f"hosts/{h}/D",
+                hosts=[h],
+                capacity=2 * TiB,
+                bandwidth_mbps=600,
+                array="san-a",
+                odx=True,
+                label="SAN-A LUN 1",
+            ),
+            LabVolume(
+                root="E:\\",
+                dir=f"hosts/{h}/E",
+                hosts=[h],
+                capacity=2 * TiB,
+                bandwidth_mbps=600,
+                array="san-a",
+                odx=True,
+                label="SAN-A LUN 2",
+            ),
+            LabVolume(
+                root="F:\\",
+                dir=f"hosts/{h}/F",
+                hosts=[h],
+                capacity=4 * TiB,
+                bandwidth_mbps=250,
+                array=f"jbod-{h}",
+                odx=False,
+                label="Local JBOD",
+            ),
         ]
-    vols.append(LabVolume(root="\\\\fs01\\vmstore\\", dir="shared/fs01-vmstore", kind="smb",
-                          hosts=list(hosts), capacity=8 * TiB, bandwidth_mbps=400,
-                          label="fs01 vmstore"))
+    vols.append(
+        LabVolume(
+            root="\\\\fs01\\vmstore\\",
+            dir="shared/fs01-vmstore",
+            kind="smb",
+            hosts=list(hosts),
+            capacity=8 * TiB,
+            bandwidth_mbps=400,
+            label="fs01 vmstore",
+        )
+    )
     return vols
 
 
 def vm_layout(name: str, root: str = "D:\\VMs") -> dict[str, str]:
     base = str(PureWindowsPath(root, name))
-    return {"configuration_location": base, "snapshot_file_location": base,
-            "smart_paging_file_path": base,
-            "disk_dir": str(PureWindowsPath(base, "Virtual Hard Disks"))}
+    return {
+        "configuration_location": base,
+        "snapshot_file_location": base,
+        "smart_paging_file_path": base,
+        "disk_dir": str(PureWindowsPath(base, "Virtual Hard Disks")),
+    }
 
 
-def make_disk(estate: Estate, host: str, path: str, *, size: int, file_size: int, type_: str,
-              parent: str | None = None, seed: str = "") -> None:
+def make_disk(
+    estate: Estate,
+    host: str,
+    path: str,
+    *,
+    size: int,
+    file_size: int,
+    type_: str,
+    parent: str | None = None,
+    seed: str = "",
+) -> None:
     scale = estate.settings.size_scale
     real = max(file_size // scale, 2 * vhd.BLOCK)
     blocks = max(2, real // vhd.BLOCK)
     fmt = "VHD" if path.lower().endswith(".vhd") else "VHDX"
-    header = vhd.VhdHeader(format=fmt, type=type_, size=size, disk_identifier=str(uuid.uuid4()).upper(),
-                           parent_path=parent, blocks=blocks)
+    header = vhd.VhdHeader(
+        format=fmt,
+        type=type_,
+        size=size,
+        disk_identifier=str(uuid.uuid4()).upper(),
+        parent_path=parent,
+        blocks=blocks,
+    )
     vhd.create(estate.local(host, path), header, fill_seed=seed or path)
 
 
-def add_vm(estate: Estate, host: str, name: str, *, state: str = "Running",
-           disks: list[tuple[int, float, str]] | None = None, checkpoints: int = 0,
-           dvd: list[str] | None = None, root: str = "D:\\VMs", pass_through: bool = False,
-           shared_disk: bool = False) -> LabVM:
+def add_vm(
+    estate: Estate,
+    host: str,
+    name: str,
+    *,
+    state: str = "Running",
+    disks: list[tuple[int, float, str]] | None = None,
+    checkpoints: int = 0,
+    dvd: list[str] | None = None,
+    root: str = "D:\\VMs",
+    pass_through: bool = False,
+    shared_disk: bool = False,
+) -> LabVM:
     """disks: (virtual size in bytes, fill fraction, type Fixed|Dynamic) per disk."""
     layout = vm_layout(name, root)
     vm_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"hvmove-lab/{host}/{name}"))
-    vm = LabVM(id=vm_id, name=name, host=host, state=state,
-               configuration_location=layout["configuration_location"],
-               snapshot_file_location=layout["snapshot_file_location"],
-               smart_paging_file_path=layout["smart_paging_file_path"], dvd_paths=dvd or [])
+    vm = LabVM(
+        id=vm_id,
+        name=name,
+        host=host,
+        state=state,
+        configuration_location=layout["configuration_location"],
+        snapshot_file_location=layout["snapshot_file_location"],
+        smart_paging_file_path=layout["smart_paging_file_path"],
+        dvd_paths=dvd or [],
+    )
     for i, (size, fill, type_) in enumerate(disks or [(40 * GiB, 0.5, "Dynamic")]):
         stem = name if i == 0 else f"{name}-data{i}"
         path = str(PureWindowsPath(layout["disk_dir"], f"{stem}.vhdx"))
@@ -90,11 +161,25 @@ def add_vm(estate: Estate, host: str, name: str, *, state: str = "Running",
             for c in range(1, checkpoints + 1):
                 cp_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{vm_id}/cp{c}"))
                 child = str(PureWindowsPath(layout["disk_dir"], f"{stem}_{cp_id.upper()}.avhdx"))
-                make_disk(estate, host, child, size=size, file_size=int(size * 0.05),
-                          type_="Differencing", parent=parent, seed=child)
-                vm.checkpoints.append(LabCheckpoint(
-                    id=cp_id, name=f"{name} - before patch {c}", parent_id=cp_parent,
-                    created=(created + timedelta(days=c)).isoformat(), disk_paths=[parent]))
+                make_disk(
+                    estate,
+                    host,
+                    child,
+                    size=size,
+                    file_size=int(size * 0.05),
+                    type_="Differencing",
+                    parent=parent,
+                    seed=child,
+                )
+                vm.checkpoints.append(
+                    LabCheckpoint(
+                        id=cp_id,
+                        name=f"{name} - before patch {c}",
+                        parent_id=cp_parent,
+                        created=(created + timedelta(days=c)).isoformat(),
+                        disk_paths=[parent],
+                    )
+                )
                 cp_parent = cp_id
                 parent = child
             drive.path = parent
@@ -120,8 +205,11 @@ def add_vm(estate: Estate, host: str, name: str, *, state: str = "Running",
 def new_estate(lab_dir: Path, hosts: int, settings: LabSettings | None = None) -> Estate:
     lab_dir.mkdir(parents=True, exist_ok=True)
     names = host_names(hosts)
-    data = EstateData(settings=settings or LabSettings(),
-                      hosts=[LabHost(name=h) for h in names], volumes=default_volumes(names))
+    data = EstateData(
+        settings=settings or LabSettings(),
+        hosts=[LabHost(name=h) for h in names],
+        volumes=default_volumes(names),
+    )
     estate = Estate(lab_dir, data)
     for vol in data.volumes:  # an empty volume still has a root folder
         (lab_dir / vol.dir).mkdir(parents=True, exist_ok=True)
@@ -144,7 +232,13 @@ def build_default(lab_dir: Path, hosts: int = 2, vms: int = 6, seed: int = 7) ->
         disks = [(size, rng.uniform(0.3, 0.8), rng.choice(["Dynamic", "Dynamic", "Fixed"]))]
         if rng.random() < 0.3:
             disks.append((rng.choice([50, 100]) * GiB, rng.uniform(0.2, 0.6), "Dynamic"))
-        add_vm(estate, host, name, state="Off" if i % 5 == 4 else "Running", disks=disks,
-               checkpoints=2 if i == 2 else 0)
+        add_vm(
+            estate,
+            host,
+            name,
+            state="Off" if i % 5 == 4 else "Running",
+            disks=disks,
+            checkpoints=2 if i == 2 else 0,
+        )
     estate.save()
     return estate

@@ -9,6 +9,7 @@ lab restart (a host reboot) ends them without cleanup.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -105,9 +106,9 @@ class Job:
 
 
 class Guest:
-    """A running VM's workload: writes blocks of its current disk and journals each acknowledged one.
+    """A running VM's workload: writes blocks of its current disk, journals each acknowledged one.
 
-    The journal (``guests/<vm id>.journal``: seq, file, block, crc) is what the guest believes is
+    The journal (``guests/<vm id>.journal``: seq, block, crc) is what the guest believes is
     on its disk; ``lost_writes`` compares it with the disk the VM uses now.
     """
 
@@ -255,7 +256,9 @@ class Engine:
     def submit(self, job: Job) -> None:
         with self.jobs_lock:
             self.jobs.append(job)
-        threading.Thread(target=self._run, args=(job,), name=f"move-{job.vm_id[:8]}", daemon=True).start()
+        threading.Thread(
+            target=self._run, args=(job,), name=f"move-{job.vm_id[:8]}", daemon=True
+        ).start()
 
     def _run(self, job: Job) -> None:
         vm = self.find_vm(job.vm_id)
@@ -331,7 +334,9 @@ class Engine:
                 with lock:
                     vhd.rewrite_parent(dst, item.parent_dst)
 
-    def _check(self, job: Job, fault: dict | None, percent: int, dst_vol: LabVolume, n: int) -> None:
+    def _check(
+        self, job: Job, fault: dict | None, percent: int, dst_vol: LabVolume, n: int
+    ) -> None:
         if self.down.is_set():
             raise Aborted("Killed", E_FAILED, "host restarted", cleanup=False)
         if job.cancel.is_set():
@@ -339,19 +344,24 @@ class Engine:
         if fault and percent >= int(fault.get("percent", 50)):
             kind = fault["kind"]
             if kind == "fail_at":
-                raise Aborted("Exception", E_FAILED, f"Storage migration failed at {percent}% "
-                              "(injected I/O error, 0x80004005).")
+                raise Aborted(
+                    "Exception",
+                    E_FAILED,
+                    f"Storage migration failed at {percent}% (injected I/O error, 0x80004005).",
+                )
             if kind == "dest_full":
-                raise Aborted("Exception", E_DISK_FULL, "There is not enough space on the disk. "
-                              "(0x80070070)")
+                raise Aborted(
+                    "Exception", E_DISK_FULL, "There is not enough space on the disk. (0x80070070)"
+                )
             if kind == "reboot_at":
                 fault["kind"] = "spent"
                 threading.Thread(target=self.on_reboot, args=(job.host,), daemon=True).start()
                 time.sleep(0.5)
                 raise Aborted("Killed", E_FAILED, "host restarted", cleanup=False)
         if self.estate.free_bytes(dst_vol) < n:
-            raise Aborted("Exception", E_DISK_FULL, "There is not enough space on the disk. "
-                          "(0x80070070)")
+            raise Aborted(
+                "Exception", E_DISK_FULL, "There is not enough space on the disk. (0x80070070)"
+            )
 
     def on_reboot(self, host: str) -> None:
         """Replaced by the server: restarts the whole lab process state for a host."""
@@ -377,7 +387,8 @@ class Engine:
             for cp in vm.checkpoints:
                 cp.disk_paths = [mapping.get(norm(p), p) for p in cp.disk_paths]
             vm.configuration_location = job.new_paths.get(
-                "configuration", vm.configuration_location)
+                "configuration", vm.configuration_location
+            )
             vm.snapshot_file_location = job.new_paths.get("snapshot", vm.snapshot_file_location)
             vm.smart_paging_file_path = job.new_paths.get("smart_paging", vm.smart_paging_file_path)
             self._unmirror(job)
@@ -392,17 +403,13 @@ class Engine:
         for it in job.items:
             if it.is_vhd and job.retain:
                 continue
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 self.estate.local(vm.host, it.src).unlink()
-            except FileNotFoundError:
-                pass
 
     def _remove_partial(self, job: Job) -> None:
         for path in job.created:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            except FileNotFoundError:
-                pass
 
     # -- guest checks ----------------------------------------------------------------------------
     def lost_writes(self, vm_id: str) -> dict:
@@ -449,4 +456,3 @@ def crc_file(path: Path) -> int:
         while chunk := fh.read(CHUNK):
             crc = zlib.crc32(chunk, crc)
     return crc
-

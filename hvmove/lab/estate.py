@@ -7,6 +7,7 @@ the lab folder through the volume table. Disk metadata lives in the disk files t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -60,7 +61,9 @@ class LabVM(BaseModel):
     guest_interval_s: float = 0.05  # a running guest writes one block this often
 
     def config_file(self) -> str:
-        return str(PureWindowsPath(self.configuration_location, "Virtual Machines", f"{self.id}.vmcx"))
+        return str(
+            PureWindowsPath(self.configuration_location, "Virtual Machines", f"{self.id}.vmcx")
+        )
 
 
 class LabHost(BaseModel):
@@ -176,10 +179,8 @@ class Estate:
         total = 0
         for root, _dirs, files in os.walk(self.dir / vol.dir):
             for f in files:
-                try:
+                with contextlib.suppress(OSError):
                     total += os.path.getsize(os.path.join(root, f))
-                except OSError:
-                    pass
         return total * self.settings.size_scale
 
     def free_bytes(self, vol: LabVolume) -> int:

@@ -43,9 +43,13 @@ def write_config(lab_dir: Path) -> Path:
     hosts = []
     for h in estate.data.hosts:
         entry: dict[str, object] = {
-            "name": h.name, "address": "127.0.0.1", "port": h.port,
-            "transport": "https" if https else "http", "auth": "basic",
-            "username": estate.settings.username, "password": {"env": "HVMOVE_LAB_PASSWORD"},
+            "name": h.name,
+            "address": "127.0.0.1",
+            "port": h.port,
+            "transport": "https" if https else "http",
+            "auth": "basic",
+            "username": estate.settings.username,
+            "password": {"env": "HVMOVE_LAB_PASSWORD"},
         }
         if https:
             entry["ca_file"] = "tls/lab-cert.pem"
@@ -54,15 +58,18 @@ def write_config(lab_dir: Path) -> Path:
         hosts.append(entry)
     doc = {"hosts": hosts, "store": {"url": "sqlite:///hvmove.db"}, "lab": {"dir": "."}}
     path = lab_dir / "hvmove.yaml"
-    header = ("# Written by `hvmove lab up`: the lab's hosts, reached over WinRM on 127.0.0.1.\n"
-              "# The password is read from HVMOVE_LAB_PASSWORD (environment, or .env beside this"
-              " file).\n")
+    header = (
+        "# Written by `hvmove lab up`: the lab's hosts, reached over WinRM on 127.0.0.1.\n"
+        "# The password is read from HVMOVE_LAB_PASSWORD (environment, or .env beside this"
+        " file).\n"
+    )
     path.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path
 
 
-def up(lab_dir: Path, *, hosts: int = 2, vms: int = 6, https: bool = True,
-       timeout: float = 60.0) -> dict[str, int]:
+def up(
+    lab_dir: Path, *, hosts: int = 2, vms: int = 6, https: bool = True, timeout: float = 60.0
+) -> dict[str, int]:
     """Start the lab (building the estate on first use) and return once every host answers."""
     lab_dir = lab_dir.resolve()
     if not (lab_dir / "estate.json").exists():
@@ -73,8 +80,11 @@ def up(lab_dir: Path, *, hosts: int = 2, vms: int = 6, https: bool = True,
         log = open(lab_dir / "lab.log", "ab")  # noqa: SIM115 - handed to the child process
         subprocess.Popen(
             [sys.executable, "-m", "hvmove.lab.server", str(lab_dir)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=lab_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=lab_dir,
         )
         log.close()
     ports = _wait_ready(lab_dir, timeout)
@@ -93,7 +103,7 @@ def _wait_ready(lab_dir: Path, timeout: float) -> dict[str, int]:
                 if all(h.port for h in estate.data.hosts):
                     reply = LabControl(lab_dir).call("ping", timeout=2)
                     return {str(k): int(v) for k, v in reply["hosts"].items()}
-            except Exception as exc:  # noqa: BLE001 - not up yet; keep the last reason for the error
+            except Exception as exc:
                 last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.2)
     tail = ""

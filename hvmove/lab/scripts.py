@@ -39,7 +39,9 @@ class LabScripts:
         self.engine = engine
         self.by_digest = {_digest(script_text(name)): name for name in SPECS}
         if len(self.by_digest) != len(SPECS):
-            raise RuntimeError("two project scripts have the same text; the lab cannot tell them apart")
+            raise RuntimeError(
+                "two project scripts have the same text; the lab cannot tell them apart"
+            )
         self.handlers: dict[str, Handler] = {
             "Get-HostFacts": self.host_facts,
             "Get-VMInventory": self.inventory,
@@ -136,16 +138,17 @@ class LabScripts:
             for d in vm.drives:
                 if d.path and d.disk_number is None:
                     files.add(norm(d.path))
-                    try:
+                    with contextlib.suppress(OSError, ValueError, vhd.VhdCorrupt, ScriptFailed):
                         files.update(norm(v.path) for v in self._chain(vm.host, d.path, False))
-                    except (OSError, ValueError, vhd.VhdCorrupt, ScriptFailed):
-                        pass
             for cp in vm.checkpoints:
                 files.update(norm(p) for p in cp.disk_paths)
             files.update(norm(p) for p in vm.dvd_paths)
             files.add(norm(vm.config_file()))
-            folders += [vm.configuration_location, vm.snapshot_file_location,
-                        vm.smart_paging_file_path]
+            folders += [
+                vm.configuration_location,
+                vm.snapshot_file_location,
+                vm.smart_paging_file_path,
+            ]
         return files, [norm(f) for f in folders]
 
     # -- scripts ---------------------------------------------------------------------------------
@@ -166,14 +169,23 @@ class LabScripts:
         drives = []
         in_chains: set[str] = set()
         for d in vm.drives:
-            chain = [] if d.disk_number is not None or not d.path else self._chain(
-                vm.host, d.path, vm.state == "Running")
+            chain = (
+                []
+                if d.disk_number is not None or not d.path
+                else self._chain(vm.host, d.path, vm.state == "Running")
+            )
             in_chains.update(norm(c.path) for c in chain)
-            drives.append(models.DriveInfo(
-                controller_type=d.controller_type, controller_number=d.controller_number,
-                controller_location=d.controller_location,
-                path=d.path if d.disk_number is None else f"Disk {d.disk_number}",
-                disk_number=d.disk_number, shared=d.shared, chain=chain))
+            drives.append(
+                models.DriveInfo(
+                    controller_type=d.controller_type,
+                    controller_number=d.controller_number,
+                    controller_location=d.controller_location,
+                    path=d.path if d.disk_number is None else f"Disk {d.disk_number}",
+                    disk_number=d.disk_number,
+                    shared=d.shared,
+                    chain=chain,
+                )
+            )
         cp_files = []
         for cp in vm.checkpoints:
             for path in cp.disk_paths:
@@ -184,7 +196,9 @@ class LabScripts:
         migrating = job is not None and job.running
         config = self._local(vm.host, vm.config_file())
         return models.VMInfo(
-            id=vm.id, name=vm.name, state=vm.state,  # type: ignore[arg-type]
+            id=vm.id,
+            name=vm.name,
+            state=vm.state,  # type: ignore[arg-type]
             path=vm.configuration_location,
             configuration_location=vm.configuration_location,
             snapshot_file_location=vm.snapshot_file_location,
@@ -196,8 +210,12 @@ class LabScripts:
             config_bytes=(os.path.getsize(config) if config.exists() else 0)
             * self.estate.settings.size_scale,
             drives=drives,
-            checkpoints=[models.CheckpointInfo(id=c.id, name=c.name, parent_id=c.parent_id,
-                                               created=c.created) for c in vm.checkpoints],
+            checkpoints=[
+                models.CheckpointInfo(
+                    id=c.id, name=c.name, parent_id=c.parent_id, created=c.created
+                )
+                for c in vm.checkpoints
+            ],
             checkpoint_files=cp_files,
             dvd_paths=list(vm.dvd_paths),
         )
@@ -212,18 +230,28 @@ class LabScripts:
         out = []
         paths = _as_list(p.get("Path"))
         if not paths:  # every volume the host has (local and CSV; shares only when named)
-            paths = [v.root for v in self.estate.data.volumes
-                     if host.lower() in (h.lower() for h in v.hosts) and v.kind != "smb"]
+            paths = [
+                v.root
+                for v in self.estate.data.volumes
+                if host.lower() in (h.lower() for h in v.hosts) and v.kind != "smb"
+            ]
         for path in paths:
             try:
                 vol = self.estate.volume_of(host, path)
             except PathError as exc:
                 raise ScriptFailed(str(exc), "PathNotFound", "ObjectNotFound") from None
-            out.append(models.VolumeInfo(
-                path=path, exists=self.estate.local(host, path).exists(), volume=vol.root,
-                kind=vol.kind,  # type: ignore[arg-type]
-                file_system=vol.file_system, capacity=vol.capacity,
-                free=self.estate.free_bytes(vol), label=vol.label))
+            out.append(
+                models.VolumeInfo(
+                    path=path,
+                    exists=self.estate.local(host, path).exists(),
+                    volume=vol.root,
+                    kind=vol.kind,  # type: ignore[arg-type]
+                    file_system=vol.file_system,
+                    capacity=vol.capacity,
+                    free=self.estate.free_bytes(vol),
+                    label=vol.label,
+                )
+            )
         return models.VolumeReport(volumes=out)
 
     def odx_status(self, host: str, p: dict[str, Any]) -> models.OdxStatus:
@@ -247,9 +275,15 @@ class LabScripts:
         else:
             reason = f"both volumes are on ODX-capable array {src.array}"
         return models.OdxStatus(
-            source_volume=src.root, destination_volume=dst.root, os_enabled=h.odx_os_enabled,
-            filters_ok=filters_ok, source_array=src.array, destination_array=dst.array,
-            odx=odx, reason=reason)
+            source_volume=src.root,
+            destination_volume=dst.root,
+            os_enabled=h.odx_os_enabled,
+            filters_ok=filters_ok,
+            source_array=src.array,
+            destination_array=dst.array,
+            odx=odx,
+            reason=reason,
+        )
 
     def bandwidth(self, host: str, p: dict[str, Any]) -> models.BandwidthProbe:
         dest = str(p.get("DestinationPath", ""))
@@ -267,8 +301,9 @@ class LabScripts:
         logical = size_mib * 1024 * 1024
         real = max(4096, logical // scale)
         if self.estate.free_bytes(vol) < logical:
-            raise ScriptFailed("There is not enough space on the disk. (0x80070070)",
-                               "IOException", "WriteError")
+            raise ScriptFailed(
+                "There is not enough space on the disk. (0x80070070)", "IOException", "WriteError"
+            )
         name = f"hvmove-probe-{uuid.uuid4().hex}.tmp"
         target = folder / name
         rate = self.estate.bandwidth(vol)
@@ -293,11 +328,15 @@ class LabScripts:
             target.unlink(missing_ok=True)
         write_s, read_s = max(t1 - t0, 1e-6), max(t2 - t1, 1e-6)
         return models.BandwidthProbe(
-            path=str(PureWindowsPath(probe_dir, name)), bytes=logical,
-            write_seconds=round(write_s, 4), read_seconds=round(read_s, 4),
-            write_mbps=round(logical / write_s / 1e6, 1), read_mbps=round(logical / read_s / 1e6, 1))
+            path=str(PureWindowsPath(probe_dir, name)),
+            bytes=logical,
+            write_seconds=round(write_s, 4),
+            read_seconds=round(read_s, 4),
+            write_mbps=round(logical / write_s / 1e6, 1),
+            read_mbps=round(logical / read_s / 1e6, 1),
+        )
 
-    def _volume(self, host: str, path: str):  # noqa: ANN202 - LabVolume
+    def _volume(self, host: str, path: str):
         try:
             return self.estate.volume_of(host, path)
         except PathError as exc:
@@ -309,14 +348,20 @@ class LabScripts:
             vm = self._vm(host, p.get("VmId"))
             current = self.engine.newest_job(vm.id)
             if current is not None and current.running:
-                return models.MoveStart(vm_id=vm.id, status="already_running",
-                                        job=current.to_model(),
-                                        message="a storage migration of this VM is running")
+                return models.MoveStart(
+                    vm_id=vm.id,
+                    status="already_running",
+                    job=current.to_model(),
+                    message="a storage migration of this VM is running",
+                )
             items, new_paths, warnings = self._plan(vm, p)
             if not items and not new_paths:
-                return models.MoveStart(vm_id=vm.id, status="already_at_destination",
-                                        message="every component already lives at the destination",
-                                        warnings=warnings)
+                return models.MoveStart(
+                    vm_id=vm.id,
+                    status="already_at_destination",
+                    message="every component already lives at the destination",
+                    warnings=warnings,
+                )
             h = self.estate.host(host)
             running = self.engine.running_on(host)
             if running >= h.maximum_storage_migrations:
@@ -325,22 +370,32 @@ class LabScripts:
                     f"machine migration limit '{h.maximum_storage_migrations}' was reached, please "
                     "wait for completion of an ongoing migration operation.",
                     "OperationFailed,Microsoft.HyperV.PowerShell.Commands.MoveVMStorage",
-                    "ResourceBusy")
+                    "ResourceBusy",
+                )
             for it in items:
                 if self._local(host, it.dst).exists():
                     raise ScriptFailed(
                         f"Storage migration for virtual machine '{vm.name}' ({vm.id}) failed: the "
                         f"file '{it.dst}' already exists. (0x80070050)",
                         "OperationFailed,Microsoft.HyperV.PowerShell.Commands.MoveVMStorage",
-                        "ResourceExists")
-            job = Job(job_id=f"Microsoft:{uuid.uuid4()}".upper(), vm_id=vm.id, host=host,
-                      items=items, new_paths=new_paths,
-                      retain=bool(p.get("RetainVhdCopiesOnSource")))
+                        "ResourceExists",
+                    )
+            job = Job(
+                job_id=f"Microsoft:{uuid.uuid4()}".upper(),
+                vm_id=vm.id,
+                host=host,
+                items=items,
+                new_paths=new_paths,
+                retain=bool(p.get("RetainVhdCopiesOnSource")),
+            )
             self.engine.submit(job)
-            return models.MoveStart(vm_id=vm.id, status="started", job=job.to_model(),
-                                    warnings=warnings)
+            return models.MoveStart(
+                vm_id=vm.id, status="started", job=job.to_model(), warnings=warnings
+            )
 
-    def _plan(self, vm: LabVM, p: dict[str, Any]) -> tuple[list[CopyItem], dict[str, str], list[str]]:
+    def _plan(
+        self, vm: LabVM, p: dict[str, Any]
+    ) -> tuple[list[CopyItem], dict[str, str], list[str]]:
         """What Move-VMStorage would move for this request: files to copy and new locations."""
         mode = str(p.get("Mode") or "")
         host = vm.host
@@ -361,98 +416,149 @@ class LabScripts:
         if mode == "all":
             dest = str(p.get("DestinationStoragePath") or "")
             self._check_dest(host, dest, "DestinationStoragePath")
-            names = [PureWindowsPath(o).name.lower() for k, o in vhds_of_vm.items()
-                     if k not in shared]
+            names = [
+                PureWindowsPath(o).name.lower() for k, o in vhds_of_vm.items() if k not in shared
+            ]
             if len(names) != len(set(names)):
-                raise ScriptFailed("Two disks of the VM have the same file name; mode 'all' would "
-                                   "put both in one folder. Use mode 'vhds' with a map.",
-                                   "InvalidArgument", "InvalidArgument")
+                raise ScriptFailed(
+                    "Two disks of the VM have the same file name; mode 'all' would "
+                    "put both in one folder. Use mode 'vhds' with a map.",
+                    "InvalidArgument",
+                    "InvalidArgument",
+                )
             for key, original in vhds_of_vm.items():
                 if key in shared:
-                    warnings.append(f"The virtual hard disk '{original}' is shared and was not moved.")
+                    warnings.append(
+                        f"The virtual hard disk '{original}' is shared and was not moved."
+                    )
                     continue
-                mapping[key] = str(PureWindowsPath(dest, "Virtual Hard Disks",
-                                                   PureWindowsPath(original).name))
+                mapping[key] = str(
+                    PureWindowsPath(dest, "Virtual Hard Disks", PureWindowsPath(original).name)
+                )
             for comp in ("configuration", "snapshot", "smart_paging"):
                 new_paths[comp] = dest
         elif mode in ("components", "vhds"):
             sources = _as_list(p.get("VhdSourcePath"))
             dests = _as_list(p.get("VhdDestinationPath"))
             if len(sources) != len(dests):
-                raise ScriptFailed("VhdSourcePath and VhdDestinationPath must have the same length.",
-                                   "InvalidArgument", "InvalidArgument")
+                raise ScriptFailed(
+                    "VhdSourcePath and VhdDestinationPath must have the same length.",
+                    "InvalidArgument",
+                    "InvalidArgument",
+                )
             for src, dst in zip(sources, dests, strict=True):
                 if norm(dst) in vhds_of_vm and norm(src) not in vhds_of_vm:
                     continue  # this pair already moved (a rerun after the switch)
                 if norm(src) not in vhds_of_vm:
-                    raise ScriptFailed(f"'{src}' is not a virtual hard disk of virtual machine "
-                                       f"'{vm.name}'.", "InvalidArgument", "InvalidArgument")
+                    raise ScriptFailed(
+                        f"'{src}' is not a virtual hard disk of virtual machine '{vm.name}'.",
+                        "InvalidArgument",
+                        "InvalidArgument",
+                    )
                 if norm(src) in shared:
-                    raise ScriptFailed(f"The virtual hard disk '{src}' is shared and cannot be "
-                                       "moved.", "InvalidOperation", "InvalidOperation")
+                    raise ScriptFailed(
+                        f"The virtual hard disk '{src}' is shared and cannot be moved.",
+                        "InvalidOperation",
+                        "InvalidOperation",
+                    )
                 if PureWindowsPath(src).name.lower() != PureWindowsPath(dst).name.lower():
-                    raise ScriptFailed("The virtual hard disk names must be identical in "
-                                       f"'{src}' and '{dst}'.", "InvalidArgument", "InvalidArgument")
+                    raise ScriptFailed(
+                        f"The virtual hard disk names must be identical in '{src}' and '{dst}'.",
+                        "InvalidArgument",
+                        "InvalidArgument",
+                    )
                 self._check_dest(host, dst, "VhdDestinationPath")
                 mapping[norm(src)] = dst
             if mode == "components":
-                for comp, key in (("configuration", "VirtualMachinePath"),
-                                  ("snapshot", "SnapshotFilePath"),
-                                  ("smart_paging", "SmartPagingFilePath")):
+                for comp, key in (
+                    ("configuration", "VirtualMachinePath"),
+                    ("snapshot", "SnapshotFilePath"),
+                    ("smart_paging", "SmartPagingFilePath"),
+                ):
                     value = str(p.get(key) or "")
                     if value:
                         self._check_dest(host, value, key)
                         new_paths[comp] = value
                 if not sources and not new_paths:
-                    raise ScriptFailed("Mode 'components' needs at least one destination path.",
-                                       "InvalidArgument", "InvalidArgument")
+                    raise ScriptFailed(
+                        "Mode 'components' needs at least one destination path.",
+                        "InvalidArgument",
+                        "InvalidArgument",
+                    )
             elif not sources:
-                raise ScriptFailed("Mode 'vhds' needs VhdSourcePath and VhdDestinationPath.",
-                                   "InvalidArgument", "InvalidArgument")
+                raise ScriptFailed(
+                    "Mode 'vhds' needs VhdSourcePath and VhdDestinationPath.",
+                    "InvalidArgument",
+                    "InvalidArgument",
+                )
         else:
-            raise ScriptFailed(f"Cannot validate argument on parameter 'Mode': '{mode}' is not one "
-                               "of all, components, vhds.", "ParameterArgumentValidationError",
-                               "InvalidData")
+            raise ScriptFailed(
+                f"Cannot validate argument on parameter 'Mode': '{mode}' is not one "
+                "of all, components, vhds.",
+                "ParameterArgumentValidationError",
+                "InvalidData",
+            )
         # drop no-op parts: a rerun after the switch asks for what is already true
         mapping = {k: v for k, v in mapping.items() if norm(v) != k}
-        current = {"configuration": vm.configuration_location, "snapshot": vm.snapshot_file_location,
-                   "smart_paging": vm.smart_paging_file_path}
+        current = {
+            "configuration": vm.configuration_location,
+            "snapshot": vm.snapshot_file_location,
+            "smart_paging": vm.smart_paging_file_path,
+        }
         new_paths = {k: v for k, v in new_paths.items() if norm(v) != norm(current[k])}
         items: list[CopyItem] = []
         for key, dst in mapping.items():
             src = vhds_of_vm[key]
             parent = self._vhd_info(host, src).parent_path
             parent_dst = mapping.get(norm(parent), parent) if parent else None
-            items.append(CopyItem(src=src, dst=dst, is_vhd=True,
-                                  parent_dst=parent_dst if parent else None))
+            items.append(
+                CopyItem(src=src, dst=dst, is_vhd=True, parent_dst=parent_dst if parent else None)
+            )
         if "configuration" in new_paths:
             src = vm.config_file()
-            items.append(CopyItem(src=src, dst=str(PureWindowsPath(
-                new_paths["configuration"], "Virtual Machines", f"{vm.id}.vmcx")), is_vhd=False))
+            items.append(
+                CopyItem(
+                    src=src,
+                    dst=str(
+                        PureWindowsPath(
+                            new_paths["configuration"], "Virtual Machines", f"{vm.id}.vmcx"
+                        )
+                    ),
+                    is_vhd=False,
+                )
+            )
         return items, new_paths, warnings
 
     def _check_dest(self, host: str, path: str, param: str) -> None:
         if not path or not is_absolute_windows(path):
-            raise ScriptFailed(f"Cannot bind parameter '{param}': '{path}' is not an absolute path.",
-                               "InvalidArgument", "InvalidArgument")
+            raise ScriptFailed(
+                f"Cannot bind parameter '{param}': '{path}' is not an absolute path.",
+                "InvalidArgument",
+                "InvalidArgument",
+            )
         self._volume(host, path)
 
     def move_status(self, host: str, p: dict[str, Any]) -> models.MoveStatus:
         vm = self._vm(host, p.get("VmId"))
         job = self.engine.newest_job(vm.id)
         migrating = job is not None and job.running
-        return models.MoveStatus(vm_id=vm.id, job=job.to_model() if job else None,
-                                 secondary_status="StorageMigrationPhaseOne" if migrating else None)
+        return models.MoveStatus(
+            vm_id=vm.id,
+            job=job.to_model() if job else None,
+            secondary_status="StorageMigrationPhaseOne" if migrating else None,
+        )
 
     def stop_move(self, host: str, p: dict[str, Any]) -> models.MoveStop:
         vm = self._vm(host, p.get("VmId"))
         job = self.engine.newest_job(vm.id)
         if job is None or not job.running:
-            return models.MoveStop(vm_id=vm.id, requested=False,
-                                   job=job.to_model() if job else None)
+            return models.MoveStop(
+                vm_id=vm.id, requested=False, job=job.to_model() if job else None
+            )
         if not job.cancellable:
-            return models.MoveStop(vm_id=vm.id, requested=False, return_value=32775,
-                                   job=job.to_model())
+            return models.MoveStop(
+                vm_id=vm.id, requested=False, return_value=32775, job=job.to_model()
+            )
         job.cancel.set()
         return models.MoveStop(vm_id=vm.id, requested=True, return_value=4096, job=job.to_model())
 
@@ -463,7 +569,9 @@ class LabScripts:
             job = self.engine.newest_job(vm.id)
             migrating = job is not None and job.running
             return models.VMPaths(
-                id=vm.id, name=vm.name, state=vm.state,  # type: ignore[arg-type]
+                id=vm.id,
+                name=vm.name,
+                state=vm.state,  # type: ignore[arg-type]
                 configuration_location=vm.configuration_location,
                 snapshot_file_location=vm.snapshot_file_location,
                 smart_paging_file_path=vm.smart_paging_file_path,
@@ -471,11 +579,15 @@ class LabScripts:
                 checkpoint_disk_paths=[x for cp in vm.checkpoints for x in cp.disk_paths],
                 dvd_paths=list(vm.dvd_paths),
                 heartbeat="OkApplicationsUnknown" if vm.state == "Running" else None,
-                secondary_status="StorageMigrationPhaseOne" if migrating else None)
+                secondary_status="StorageMigrationPhaseOne" if migrating else None,
+            )
 
     def vhd_facts(self, host: str, p: dict[str, Any]) -> models.VhdReport:
-        attached = {norm(guest_disk(vm) or ""): vm.id for vm in self.estate.vms_on(host)
-                    if vm.state == "Running"}
+        attached = {
+            norm(guest_disk(vm) or ""): vm.id
+            for vm in self.estate.vms_on(host)
+            if vm.state == "Running"
+        }
         out = []
         for path in _as_list(p.get("Path")):
             local = self._local(host, path)
@@ -492,8 +604,11 @@ class LabScripts:
             except (vhd.VhdCorrupt, ValueError, TypeError) as exc:
                 out.append(models.VhdCheck(path=path, exists=True, test_ok=False, error=str(exc)))
                 continue
-            out.append(models.VhdCheck(path=path, exists=True, test_ok=not problem, vhd=info,
-                                       error=problem))
+            out.append(
+                models.VhdCheck(
+                    path=path, exists=True, test_ok=not problem, vhd=info, error=problem
+                )
+            )
         return models.VhdReport(disks=out)
 
     def remove_files(self, host: str, p: dict[str, Any]) -> models.RemoveReport:
@@ -505,8 +620,11 @@ class LabScripts:
                     report.refused.append(models.Refusal(path=path, reason="not an absolute path"))
                     continue
                 if norm(path) in files:
-                    report.refused.append(models.Refusal(
-                        path=path, reason="a virtual machine still references this file"))
+                    report.refused.append(
+                        models.Refusal(
+                            path=path, reason="a virtual machine still references this file"
+                        )
+                    )
                     continue
                 local = self._local(host, path)
                 if local.is_dir():
@@ -516,16 +634,18 @@ class LabScripts:
                 else:
                     local.unlink()
                     report.removed.append(path)
-            folders = sorted(_as_list(p.get("Folder")), key=lambda f: norm(f).count("\\"),
-                             reverse=True)
+            folders = sorted(
+                _as_list(p.get("Folder")), key=lambda f: norm(f).count("\\"), reverse=True
+            )
             for folder in folders:
                 key = norm(folder)
                 inside = [loc for loc in locations if loc == key or loc.startswith(key + "\\")]
                 users = [f for f in files if f.startswith(key + "\\")]
                 local = self._local(host, folder)
                 if inside or users:
-                    report.folders_kept.append(models.Refusal(
-                        path=folder, reason="a virtual machine uses this folder"))
+                    report.folders_kept.append(
+                        models.Refusal(path=folder, reason="a virtual machine uses this folder")
+                    )
                 elif not local.exists():
                     report.absent.append(folder)
                 elif any(local.iterdir()):

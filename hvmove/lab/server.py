@@ -66,7 +66,7 @@ class LabServer:
         self.stopped.set()
 
     def reboot(self, host: str | None = None, downtime_s: float = 1.0) -> None:
-        """Every lab host goes down: connections cut, moves end uncleaned, state reread from disk."""
+        """Every lab host goes down: connections cut, moves end uncleaned, state read again."""
         names = [h.name for h in self.estate.data.hosts]
         for name in names:
             self.endpoint.kill_host(name)
@@ -84,8 +84,12 @@ class LabServer:
     # -- control route: /lab/<command> -----------------------------------------------------------
     def control(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
         if command == "ping":
-            return {"ok": True, "hosts": {h.name: h.port for h in self.estate.data.hosts},
-                    "reboots": self.reboots, "pid": os.getpid()}
+            return {
+                "ok": True,
+                "hosts": {h.name: h.port for h in self.estate.data.hosts},
+                "reboots": self.reboots,
+                "pid": os.getpid(),
+            }
         if command == "fault":
             self.endpoint.faults.add(**body)
             return {"ok": True}
@@ -97,8 +101,11 @@ class LabServer:
             self.engine.inject(body)
             return {"ok": True}
         if command == "reboot":
-            threading.Thread(target=self.reboot, kwargs={"downtime_s": float(
-                body.get("downtime_s", 1.0))}, daemon=True).start()
+            threading.Thread(
+                target=self.reboot,
+                kwargs={"downtime_s": float(body.get("downtime_s", 1.0))},
+                daemon=True,
+            ).start()
             return {"ok": True}
         if command == "kill_host":
             self.endpoint.kill_host(str(body["host"]))
@@ -109,8 +116,9 @@ class LabServer:
         if command == "lost_writes":
             return self.engine.lost_writes(str(body["vm_id"]))
         if command == "jobs":
-            return {"jobs": [j.to_model().model_dump() | {"host": j.host}
-                             for j in self.engine.jobs]}
+            return {
+                "jobs": [j.to_model().model_dump() | {"host": j.host} for j in self.engine.jobs]
+            }
         if command == "set_volume":
             with self.estate.lock:
                 for vol in self.estate.data.volumes:

@@ -39,10 +39,12 @@ def make_self_signed(directory: Path) -> tuple[Path, Path]:
     # P-256 rather than RSA: generation takes microseconds, which keeps per-test fixtures cheap.
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, "hvmove lab"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hvmove lab (self-signed, tests only)"),
-    ])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "hvmove lab"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hvmove lab (self-signed, tests only)"),
+        ]
+    )
     public_key = key.public_key()
     cert = (
         x509.CertificateBuilder()
@@ -65,9 +67,15 @@ def make_self_signed(directory: Path) -> tuple[Path, Path]:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -115,8 +123,10 @@ def _reusable(cert_path: Path, key_path: Path) -> bool:
     now = datetime.datetime.now(datetime.UTC)
     if not (cert.not_valid_before_utc <= now and now + RENEW_BEFORE < cert.not_valid_after_utc):
         return False
-    if not (set(san.get_values_for_type(x509.IPAddress)) >= _SAN_IPS
-            and set(san.get_values_for_type(x509.DNSName)) >= _SAN_DNS):
+    if not (
+        set(san.get_values_for_type(x509.IPAddress)) >= _SAN_IPS
+        and set(san.get_values_for_type(x509.DNSName)) >= _SAN_DNS
+    ):
         return False
     # A key from a different run next to this certificate would make the TLS handshake fail
     # with an error that points nowhere near the cause.

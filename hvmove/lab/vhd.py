@@ -87,7 +87,7 @@ def rewrite_parent(path: Path, parent_path: str | None) -> None:
 
 
 def block_pattern(seed: bytes, size: int) -> bytes:
-    """Deterministic, incompressible-looking bytes for a block (cheap: repeated CRC-derived words)."""
+    """Deterministic bytes for a block, distinct per seed (cheap: a repeated CRC-derived word)."""
     word = zlib.crc32(seed).to_bytes(4, "little") + seed[:12].ljust(12, b"\0")
     return (word * (size // len(word) + 1))[:size]
 

@@ -439,9 +439,7 @@ class WSManEndpoint:
                 raise _WSManError(FAULT_SHELL_NOT_FOUND, shell=shell.id)
             # psrpcore looks the pipeline up while decoding CreatePipeline, so it must exist first.
             shell.pipes[pid] = _Pipe(pid, psrpcore.ServerPipeline(shell.pool, pid))
-            shell.pool.receive_data(
-                psrpcore.PSRPPayload(data, psrpcore.StreamType.default, pid)
-            )
+            shell.pool.receive_data(psrpcore.PSRPPayload(data, psrpcore.StreamType.default, pid))
             self._pump(shell, pid)
         body = (
             "<rsp:CommandResponse>"
@@ -566,8 +564,11 @@ class WSManEndpoint:
                     self._start_pipeline(shell, pipe, event)
             elif isinstance(
                 event,
-                (psrpcore.SetMaxRunspacesEvent, psrpcore.SetMinRunspacesEvent,
-                 psrpcore.ResetRunspaceStateEvent),
+                (
+                    psrpcore.SetMaxRunspacesEvent,
+                    psrpcore.SetMinRunspacesEvent,
+                    psrpcore.ResetRunspaceStateEvent,
+                ),
             ):
                 # pypsrp blocks until it gets an availability answer, so always agree.
                 pool.runspace_availability_response(event.ci, True)
@@ -823,7 +824,9 @@ def _duration(text: str) -> float:
         return _DEFAULT_OPERATION_TIMEOUT
     parts = {k: float(v) for k, v in match.groupdict().items() if v}
     return (
-        parts.get("d", 0) * 86400 + parts.get("h", 0) * 3600 + parts.get("m", 0) * 60
+        parts.get("d", 0) * 86400
+        + parts.get("h", 0) * 3600
+        + parts.get("m", 0) * 60
         + parts.get("s", 0)
     )
 
@@ -1024,13 +1027,15 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
         auth = (self.headers.get("Authorization") or "").encode()
         if not hmac.compare_digest(auth, self.server.endpoint._auth):
             self._reply(
-                401, b"Unauthorized\n", "text/plain; charset=utf-8",
+                401,
+                b"Unauthorized\n",
+                "text/plain; charset=utf-8",
                 {"WWW-Authenticate": 'Basic realm="WSMAN"'},
             )
             return
         path = urlsplit(self.path).path
         if path.startswith("/lab/"):
-            self._handle_control(path[len("/lab/"):], raw)
+            self._handle_control(path[len("/lab/") :], raw)
         elif path.rstrip("/") == "/wsman":
             self._handle_wsman(raw)
         else:

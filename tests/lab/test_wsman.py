@@ -92,12 +92,15 @@ def cert_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_self_signed(tmp_path_factory.mktemp("tls"))
 
 
-def wsman(
-    lab: WSManEndpoint, host: str = "hv01", *, ssl: bool = False, **kw: Any
-) -> WSMan:
+def wsman(lab: WSManEndpoint, host: str = "hv01", *, ssl: bool = False, **kw: Any) -> WSMan:
     settings: dict[str, Any] = {
-        "ssl": ssl, "auth": "basic", "username": USER, "password": PASSWORD,
-        "no_proxy": True, "operation_timeout": 2, "read_timeout": 5,
+        "ssl": ssl,
+        "auth": "basic",
+        "username": USER,
+        "password": PASSWORD,
+        "no_proxy": True,
+        "operation_timeout": 2,
+        "read_timeout": 5,
         "reconnection_retries": 0,
     }
     if not ssl:
@@ -228,8 +231,16 @@ def test_warnings_arrive_on_the_warning_stream(lab: WSManEndpoint) -> None:
 
 def test_execute_ps_sends_a_command_not_a_script(lab: WSManEndpoint, rec: Recorder) -> None:
     client = Client(
-        "127.0.0.1", port=lab.port("hv01"), ssl=False, auth="basic", encryption="never",
-        username=USER, password=PASSWORD, no_proxy=True, operation_timeout=2, read_timeout=5,
+        "127.0.0.1",
+        port=lab.port("hv01"),
+        ssl=False,
+        auth="basic",
+        encryption="never",
+        username=USER,
+        password=PASSWORD,
+        no_proxy=True,
+        operation_timeout=2,
+        read_timeout=5,
         reconnection_retries=0,
     )
     output, _streams, had_errors = client.execute_ps("Get-VM -Name 'x'")
@@ -491,8 +502,13 @@ def test_self_signed_files_are_reused_and_private(tmp_path: Path) -> None:
 
 
 # --- the /lab/ control route ------------------------------------------------------------------
-def post(lab: WSManEndpoint, command: str, body: Any, auth: tuple[str, str] = (USER, PASSWORD),
-         host: str = "hv01") -> requests.Response:
+def post(
+    lab: WSManEndpoint,
+    command: str,
+    body: Any,
+    auth: tuple[str, str] = (USER, PASSWORD),
+    host: str = "hv01",
+) -> requests.Response:
     url = f"http://127.0.0.1:{lab.port(host)}/lab/{command}"
     with requests.Session() as session:
         session.trust_env = False  # no proxy for 127.0.0.1
