@@ -20,6 +20,7 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PureWindowsPath
+from typing import BinaryIO
 
 from hvmove import models
 from hvmove.lab import vhd
@@ -27,7 +28,7 @@ from hvmove.lab.estate import Estate, LabVM, LabVolume, norm
 
 log = logging.getLogger("hvmove.lab.engine")
 
-CHUNK = 1024 * 1024  # real bytes copied per step (under the VM's disk lock)
+CHUNK = 8 * 1024 * 1024  # most real bytes copied per step (under the VM's disk lock)
 E_DISK_FULL = 0x80070070
 E_FAILED = 0x80004005
 E_CORRUPT = 0x8007048F
@@ -153,6 +154,25 @@ class Guest:
                     vhd.write_block(fh, header, index, data)
             with open(self.journal, "a", encoding="ascii") as jf:
                 jf.write(f"{self.seq} {index} {crc}\n")
+
+
+def _copy_range(fin: BinaryIO, fout: BinaryIO, offset: int, n: int) -> None:
+    """Copy n bytes at offset; in the kernel (copy_file_range) where the platform has it."""
+    if _HAS_COPY_RANGE:
+        while n > 0:
+            done = os.copy_file_range(fin.fileno(), fout.fileno(), n, offset, offset)
+            if done <= 0:
+                break
+            offset, n = offset + done, n - done
+        if n == 0:
+            return
+    fin.seek(offset)
+    data = fin.read(n)
+    fout.seek(offset)
+    fout.write(data)
+
+
+_HAS_COPY_RANGE = hasattr(os, "copy_file_range")
 
 
 def guest_disk(vm: LabVM) -> str | None:
@@ -293,7 +313,8 @@ class Engine:
         sources = [est.local(vm.host, it.src) for it in job.items]
         total = sum(os.path.getsize(p) for p in sources) or 1
         # about a hundred steps per move so percent, cancel and faults have a fine grain
-        step = max(64 * 1024, min(CHUNK, total // 100))
+        # (page-aligned: the kernel copies whole pages fastest)
+        step = max(64 * 1024, min(CHUNK, total // 100) // 65536 * 65536)
         done = 0
         for item, src in zip(job.items, sources, strict=True):
             dst = est.local(vm.host, item.dst)
@@ -306,8 +327,9 @@ class Engine:
                 rate *= est.settings.odx_speedup
             dst.parent.mkdir(parents=True, exist_ok=True)
             size = os.path.getsize(src)
-            with open(dst, "wb") as fh:
-                fh.truncate(size)
+            # created empty and filled in order (appending beats writing into a sparse file);
+            # a mirrored guest write ahead of the copy just lands beyond the end for now
+            dst.touch()
             job.created.append(dst)
             lock = self.disk_lock(vm.id)
             with lock:
@@ -319,10 +341,7 @@ class Engine:
                     percent = int(100 * (done + offset) / total)
                     self._check(job, fault, percent, dst_vol, n * scale)
                     with lock:
-                        fin.seek(offset)
-                        data = fin.read(n)
-                        fout.seek(offset)
-                        fout.write(data)
+                        _copy_range(fin, fout, offset, n)
                     # both ends move the bytes: reads on the source, writes on the destination
                     self.throttle(dst_vol).take(n * scale, rate)
                     if src_vol is not dst_vol:
