@@ -23,8 +23,9 @@ app = typer.Typer(
 lab_app = typer.Typer(no_args_is_help=True, help="The embedded lab: a local Hyper-V stand-in.")
 app.add_typer(lab_app, name="lab")
 
-out = Console()
-err = Console(stderr=True)
+# piped output is not wrapped at 80 columns: tables stay readable in logs and CI
+out = Console(width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -176,5 +177,375 @@ def _print_inventory(hosts: list[Any]) -> None:
         out.print(t)
 
 
+# -- plans: precheck, migrate ---------------------------------------------------------------------
+PlanArg = Annotated[Path, typer.Argument(help="plan file (YAML: moves: [{host, vm, mode, ...}])")]
+GiB = 1024**3
+
+
+def _validated(config: Path | None, plan_file: Path) -> tuple[Any, list[Any]]:
+    """Config, plan and inventory checked before anything starts; any problem is one line."""
+    from hvmove.config import load
+    from hvmove.errors import HvmoveError
+    from hvmove.inventory import collect
+    from hvmove.plans import load_plan, resolve
+
+    cfg = load(config)
+    plan = load_plan(plan_file)
+    hosts = sorted({m.host for m in plan.moves}, key=str.lower)
+    known = {h.name.lower() for h in cfg.hosts}
+    reachable = [h for h in hosts if h.lower() in known]
+    inventories = {}
+    for inv in collect(cfg, [cfg.host(h).name for h in reachable]) if reachable else []:
+        if inv.error:
+            raise HvmoveError(inv.error)
+        inventories[inv.name] = inv.vms
+    return cfg, resolve(plan, cfg, inventories, plan_file)
+
+
+def _precheck_all(cfg: Any, moves: list[Any]) -> list[Any]:
+    from hvmove import prechecks
+    from hvmove.hyperv.client import open_client
+
+    reports = []
+    reserved: dict[str, int] = {}
+    clients: dict[str, Any] = {}
+    try:
+        for move in moves:
+            req = move.request
+            client = clients.get(req.host) or clients.setdefault(
+                req.host, open_client(cfg, req.host)
+            )
+            d = cfg.defaults
+            options = prechecks.Options(
+                headroom_percent=req.headroom_percent
+                if req.headroom_percent is not None
+                else d.headroom_percent,
+                probe_mib=req.probe_mib or d.probe_mib,
+            )
+            report = prechecks.run(client, req, options, reserved).report
+            if report.ok:  # the batch's space: later moves see what earlier ones will take
+                for key, need in report.needed_by_volume.items():
+                    reserved[key] = reserved.get(key, 0) + need
+            reports.append(report)
+    finally:
+        for c in clients.values():
+            c.close()
+    return reports
+
+
+@app.command()
+@friendly
+def precheck(plan: PlanArg, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Dry run: every check of every move in the plan, the ETA, the space left, the blockers.
+    Exit code 0 when every move can go, 2 when some are blocked."""
+    cfg, moves = _validated(config, plan)
+    reports = _precheck_all(cfg, moves)
+    if as_json:
+        _print_json({"moves": [_report_json(r) for r in reports]})
+    else:
+        for r in reports:
+            _print_checks(r)
+        _print_precheck_summary(reports)
+    if any(not r.ok for r in reports):
+        raise typer.Exit(2)
+
+
+def _report_json(r: Any) -> dict[str, Any]:
+    space = [c.numbers for c in r.checks if c.name == "space"]
+    return {
+        "vm": r.vm,
+        "vm_id": r.vm_id,
+        "host": r.host,
+        "mode": r.mode,
+        "destination": r.destination,
+        "ok": r.ok,
+        "already_done": r.already_done,
+        "bytes": r.bytes_to_copy,
+        "eta_seconds": r.eta_seconds,
+        "mbps": r.mbps,
+        "odx": r.odx,
+        "space": space,
+        "blockers": [c.model_dump() for c in r.failures()],
+        "checks": [c.model_dump() for c in r.checks],
+    }
+
+
+_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+
+
+def _print_checks(r: Any) -> None:
+    t = Table(title=f"{r.vm} on {r.host} -> {r.destination}", title_justify="left")
+    for col in ("check", "result", "detail", "remedy"):
+        t.add_column(col, overflow="fold")
+    for c in r.checks:
+        t.add_row(c.name, f"[{_STYLE[c.status]}]{c.status.upper()}[/]", c.detail, c.remedy)
+    out.print(t)
+
+
+def _print_precheck_summary(reports: list[Any]) -> None:
+    from hvmove.prechecks import duration
+
+    t = Table(title="plan", title_justify="left")
+    for col in ("vm", "host", "destination", "GiB", "ETA", "ODX", "left after", "result"):
+        t.add_column(col, overflow="fold")
+    for r in reports:
+        space = [c.numbers for c in r.checks if c.name == "space"]
+        left = ", ".join(f"{n['volume']} {max(0, n['free_after']) / GiB:,.0f} GiB" for n in space)
+        result = (
+            "[green]already there[/]"
+            if r.already_done
+            else "[green]ready[/]"
+            if r.ok
+            else "[bold red]blocked[/]: " + "; ".join(c.name for c in r.failures())
+        )
+        t.add_row(
+            r.vm,
+            r.host,
+            r.destination,
+            f"{r.bytes_to_copy / GiB:,.1f}",
+            duration(r.eta_seconds),
+            {True: "yes", False: "no", None: "?"}[r.odx],
+            left,
+            result,
+        )
+    out.print(t)
+
+
+@app.command()
+@friendly
+def migrate(
+    plan: PlanArg,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    poll: Annotated[float, typer.Option(help="seconds between progress polls")] = 2.0,
+) -> None:
+    """Run the plan's moves, one after another, each as a Prefect flow run (prechecks, copy,
+    cutover, verify, cleanup). Uses PREFECT_API_URL, or starts a local Prefect server."""
+    cfg, moves = _validated(config, plan)
+    api = _prefect()
+    if not as_json:
+        out.print(f"Prefect UI: {_ui(api)}")
+    from flows.batch import run_sequentially
+
+    results = run_sequentially(cfg, moves, poll_seconds=poll)
+    rows = [_move_row(r) for r in results]
+    if as_json:
+        _print_json({"moves": rows})
+    else:
+        _print_moves(rows)
+        out.print(f"watch the runs in the Prefect UI: {_ui(api)}")
+    if any(r["status"] == "failed" for r in rows):
+        raise typer.Exit(1)
+
+
+def _prefect() -> str:
+    from hvmove.prefect_local import ensure_server
+
+    return ensure_server()
+
+
+def _ui(api: str) -> str:
+    from hvmove.prefect_local import ui_url
+
+    return ui_url(api)
+
+
+def _move_row(r: dict[str, Any], lost_writes: int | None = None) -> dict[str, Any]:
+    from hvmove.store import STEPS
+
+    steps = {s: r.get("steps", {}).get(s, "not_run") for s in STEPS}
+    row = {
+        "vm": r["vm"],
+        "host": r["host"],
+        "status": r["status"],
+        "steps": steps,
+        "bytes": r.get("bytes") or 0,
+        "seconds": r.get("copy_seconds"),
+        "verified": bool(r.get("verified")),
+        "source_removed": bool(r.get("source_removed")),
+        "reason": r.get("reason", ""),
+    }
+    if lost_writes is not None:
+        row["lost_writes"] = lost_writes
+    return row
+
+
+def _print_moves(rows: list[dict[str, Any]]) -> None:
+    t = Table(title="moves", title_justify="left")
+    cols = ["vm", "host", "status", "GiB", "copy s", "verified", "source removed"]
+    if rows and "lost_writes" in rows[0]:
+        cols.append("lost writes")
+    cols.append("reason")
+    for col in cols:
+        t.add_column(col, overflow="fold")
+    colour = {"completed": "green", "blocked": "yellow", "failed": "bold red"}
+    for r in rows:
+        cells = [
+            r["vm"],
+            r["host"],
+            f"[{colour.get(r['status'], 'white')}]{r['status']}[/]",
+            f"{r['bytes'] / GiB:,.1f}",
+            f"{r['seconds']:,.1f}" if r["seconds"] else "-",
+            "yes" if r["verified"] else "no",
+            "yes" if r["source_removed"] else "no",
+        ]
+        if "lost_writes" in r:
+            cells.append(str(r["lost_writes"]))
+        # the table names the failed checks; the details are in the prechecks table and the JSON
+        cells.append(
+            "; ".join(part.split(":", 1)[0] for part in r["reason"].split("; "))
+            if r["reason"]
+            else ""
+        )
+        t.add_row(*cells)
+    out.print(t)
+
+
+# -- history --------------------------------------------------------------------------------------
+@app.command()
+@friendly
+def history(
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="print CSV")] = False,
+    limit: Annotated[int, typer.Option(help="newest N moves (0: all)")] = 0,
+) -> None:
+    """Past moves from the store: status, bytes, durations, throughput, verification."""
+    import csv
+
+    from hvmove.config import load
+    from hvmove.store import Store, record_as_dict
+
+    cfg = load(config)
+    store = Store(cfg.store_url())
+    rows = [record_as_dict(r, store.step_states(r.id)) for r in store.moves(limit or None)]
+    if as_json:
+        _print_json({"moves": rows})
+        return
+    if as_csv:
+        fields = [k for k in (rows[0] if rows else {}) if k != "steps"] + ["steps"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "steps": ";".join(f"{k}={v}" for k, v in r["steps"].items())})
+        return
+    t = Table(title=f"moves in {cfg.store_url()}", title_justify="left")
+    for col in (
+        "finished",
+        "vm",
+        "host",
+        "destination",
+        "status",
+        "GiB",
+        "copy s",
+        "est. s",
+        "MB/s",
+        "ODX",
+        "verified",
+    ):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        mbps = r["bytes"] / r["copy_seconds"] / 1e6 if r["copy_seconds"] else None
+        t.add_row(
+            (r["finished_at"] or "")[:19],
+            r["vm"],
+            r["host"],
+            r["destination"],
+            r["status"],
+            f"{r['bytes'] / GiB:,.1f}",
+            f"{r['copy_seconds']:,.1f}" if r["copy_seconds"] else "-",
+            f"{r['estimated_seconds']:,.1f}" if r["estimated_seconds"] else "-",
+            f"{mbps:,.0f}" if mbps else "-",
+            str(r["odx"]),
+            str(r["verified"]),
+        )
+    out.print(t)
+
+
+# -- demo -----------------------------------------------------------------------------------------
+@app.command()
+@friendly
+def demo(
+    as_json: JsonOpt = False,
+    keep: Annotated[bool, typer.Option(help="keep the demo's lab folder afterwards")] = False,
+) -> None:
+    """Start a temporary lab, precheck and run a plan of moves through Prefect, and summarise.
+    Exit 0 when every move ended as expected (moved and verified, or blocked with a reason)."""
+    import shutil
+    import tempfile
+    import time
+
+    from hvmove.lab.demo import build_demo, expected_status, write_demo_plan
+    from hvmove.lab.process import write_config
+    from hvmove.lab.server import LabServer
+
+    t0 = time.monotonic()
+    say = (lambda *_a, **_k: None) if as_json else out.print
+    api = _prefect()
+    say(f"Prefect server: {_ui(api)}  (open it to watch the moves)")
+    lab_dir = Path(tempfile.mkdtemp(prefix="hvmove-demo-"))
+    server = None
+    try:
+        build_demo(lab_dir)
+        server = LabServer(lab_dir).start()
+        write_config(lab_dir)
+        say(
+            f"lab: {len(server.estate.data.hosts)} hosts, {len(server.estate.data.vms)} VMs in "
+            f"{lab_dir} (WinRM over HTTPS on 127.0.0.1)"
+        )
+        plan_file = write_demo_plan(lab_dir / "plan.yaml")
+        cfg, moves = _validated(lab_dir / "hvmove.yaml", plan_file)
+        reports = _precheck_all(cfg, moves)
+        if not as_json:
+            _print_precheck_summary(reports)
+        from flows.batch import run_sequentially
+
+        def progress(row: dict[str, Any]) -> None:
+            say(
+                f"  {row['vm']}: {row['status']}" + (f" ({row['reason']})" if row["reason"] else "")
+            )
+
+        results = run_sequentially(cfg, moves, batch="demo", poll_seconds=0.5, on_done=progress)
+        rows = []
+        by_name = {vm.name: vm for vm in server.estate.data.vms}
+        for r in results:
+            vm = by_name[r["vm"]]
+            lost = server.engine.lost_writes(vm.id)["lost"] if vm.state == "Running" else 0
+            rows.append(_move_row(r, lost))
+    finally:
+        if server is not None:
+            server.stop()
+        if not keep:
+            shutil.rmtree(lab_dir, ignore_errors=True)
+    expected = expected_status()
+    ok = all(r["status"] == expected.get(r["vm"]) for r in rows) and all(
+        r["lost_writes"] == 0
+        and (r["status"] != "completed" or (r["verified"] and r["source_removed"]))
+        for r in rows
+    )
+    if as_json:
+        _print_json(
+            {
+                "moves": rows,
+                "ok": ok,
+                "seconds": round(time.monotonic() - t0, 1),
+                "prefect_ui": _ui(api),
+            }
+        )
+    else:
+        _print_moves(rows)
+        say(
+            f"{'all moves ended as expected' if ok else 'UNEXPECTED OUTCOME'} in "
+            f"{time.monotonic() - t0:,.0f} s; runs, logs and artifacts: {_ui(api)}/runs"
+            + (f"; lab kept in {lab_dir}" if keep else "")
+        )
+    if not ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # `python -m hvmove.cli`: the same as the hvmove command
     app()

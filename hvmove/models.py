@@ -238,3 +238,82 @@ class RemoveReport(Model):
     refused: list[Refusal] = []
     folders_removed: list[str] = []
     folders_kept: list[Refusal] = []
+
+
+# --- plans: what an admin asks for ---------------------------------------------------------------
+class VhdMapping(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    destination: str
+
+
+class MoveRequest(BaseModel):
+    """One VM move, as a plan file states it (validated against the inventory by hvmove.plans)."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = Field(min_length=1)
+    vm: str = Field(min_length=1, description="VM name or id")
+    mode: MoveMode = "all"
+    destination: str | None = None  # mode all
+    virtual_machine_path: str | None = None  # mode components
+    snapshot_file_path: str | None = None
+    smart_paging_file_path: str | None = None
+    vhds: list[VhdMapping] = []  # modes components and vhds
+    headroom_percent: float | None = Field(None, ge=0, le=90)
+    probe_mib: int | None = Field(None, ge=1, le=4096)
+    keep_source_until_verified: bool | None = None
+
+    def label(self) -> str:
+        return f"{self.vm}@{self.host}"
+
+    def destination_summary(self) -> str:
+        if self.mode == "all":
+            return self.destination or ""
+        if self.mode == "components":
+            return self.virtual_machine_path or (self.vhds[0].destination if self.vhds else "")
+        return self.vhds[0].destination if self.vhds else ""
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    moves: list[MoveRequest] = Field(min_length=1)
+
+
+# --- prechecks -----------------------------------------------------------------------------------
+CheckStatus = Literal["pass", "warn", "fail"]
+
+
+class Check(Model):
+    name: str
+    status: CheckStatus
+    detail: str
+    remedy: str = ""
+    numbers: dict[str, float | int | str | bool | None] = {}
+
+
+class PrecheckReport(Model):
+    host: str
+    vm: str
+    vm_id: str = ""
+    mode: MoveMode = "all"
+    destination: str = ""
+    source_volume: str = ""  # volume key of the VM's first disk (host|root, or a share root)
+    destination_volume: str = ""  # volume key of the first destination
+    needed_by_volume: dict[str, int] = {}  # bytes each destination volume must take
+    checks: list[Check] = []
+    bytes_to_copy: int = 0
+    virtual_bytes: int = 0
+    odx: bool | None = None
+    mbps: float | None = None
+    eta_seconds: float | None = None
+    already_done: bool = False  # every component already lives at the destination
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.status == "fail" for c in self.checks)
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    def reason(self) -> str:
+        return "; ".join(f"{c.name}: {c.detail}" for c in self.failures())

@@ -1,0 +1,279 @@
+"""One VM storage move as a Prefect flow: prechecks -> copy/mirror -> cutover -> verify -> cleanup.
+
+Parameters name hosts and config files, never credentials: the host entry in hvmove.yaml says
+where the password comes from (a Prefect Secret block or an environment variable). Running the
+flow again for the same move resumes it: the store says which step was reached and each step
+looks at the host before it acts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
+
+from hvmove import pipeline, prechecks
+from hvmove.config import Config, load
+from hvmove.hyperv.client import open_client
+from hvmove.models import MoveRequest
+from hvmove.plans import find_vm
+from hvmove.store import STEPS, Store
+from tasks._common import emit
+from tasks.cleanup import cleanup_task
+from tasks.copy import copy_task
+from tasks.cutover import cutover_task
+from tasks.prechecks import artifact_key, prechecks_task
+from tasks.verify import verify_task
+
+
+def run_name() -> str:
+    p = flow_run.parameters
+    dest = (
+        p.get("destination")
+        or p.get("virtual_machine_path")
+        or ((p.get("vhds") or [{}])[0].get("destination", "") if p.get("vhds") else "")
+    )
+    return f"move {p.get('vm')} on {p.get('host')} to {dest}"
+
+
+@flow(name="migrate-vm", flow_run_name=run_name, retries=0)
+def migrate_vm(
+    host: str,
+    vm: str,
+    mode: str = "all",
+    destination: str | None = None,
+    virtual_machine_path: str | None = None,
+    snapshot_file_path: str | None = None,
+    smart_paging_file_path: str | None = None,
+    vhds: list[dict[str, str]] | None = None,
+    headroom_percent: float | None = None,
+    probe_mib: int | None = None,
+    keep_source_until_verified: bool | None = None,
+    config: str = "hvmove.yaml",
+    batch: str | None = None,
+    reserved: dict[str, int] | None = None,
+    poll_seconds: float = 2.0,
+) -> Any:
+    cfg = load(config)
+    request = MoveRequest(
+        host=host,
+        vm=vm,
+        mode=mode,
+        destination=destination,  # type: ignore[arg-type]
+        virtual_machine_path=virtual_machine_path,
+        snapshot_file_path=snapshot_file_path,
+        smart_paging_file_path=smart_paging_file_path,
+        vhds=vhds or [],
+        headroom_percent=headroom_percent,
+        probe_mib=probe_mib,
+        keep_source_until_verified=keep_source_until_verified,
+    )
+    return run_move(cfg, request, batch=batch, reserved=reserved, poll_seconds=poll_seconds)
+
+
+def options_for(cfg: Config, request: MoveRequest) -> prechecks.Options:
+    d = cfg.defaults
+    return prechecks.Options(
+        headroom_percent=request.headroom_percent
+        if request.headroom_percent is not None
+        else d.headroom_percent,
+        probe_mib=request.probe_mib or d.probe_mib,
+    )
+
+
+def run_move(
+    cfg: Config,
+    request: MoveRequest,
+    *,
+    batch: str | None = None,
+    reserved: dict[str, int] | None = None,
+    poll_seconds: float = 2.0,
+) -> Any:
+    log = get_run_logger()
+    store = Store(cfg.store_url())
+    keep = request.keep_source_until_verified
+    keep = cfg.defaults.keep_source_until_verified if keep is None else keep
+    with open_client(cfg, request.host) as client:
+        found = find_vm(client.inventory().vms, request.vm)
+        vm_id = found.id if found else request.vm
+        record = store.open_move(
+            host=client.name,
+            vm_id=vm_id,
+            vm_name=request.vm,
+            request=request.model_dump(mode="json"),
+            batch=batch,
+        )
+        move_id = record.id
+        store.update(move_id, flow_run_id=str(flow_run.id) if flow_run.id else None)
+        resumed = record.last_step is not None or record.job_id is not None
+        log.info(
+            "%s move %s of %s on %s (record %s)",
+            "resuming" if resumed else "starting",
+            request.mode,
+            request.vm,
+            client.name,
+            move_id,
+        )
+        emit(
+            "hvmove.move.started",
+            client.name,
+            request.vm,
+            vm_id,
+            move_id=move_id,
+            bytes=record.bytes_total,
+            resumed=resumed,
+            destination=request.destination_summary(),
+        )
+        step = "prechecks"
+        try:
+            report = prechecks_task(
+                client, store, move_id, request, options_for(cfg, request), reserved
+            )
+            _step_done(store, move_id, client.name, request.vm, vm_id, "prechecks")
+            step = "copy"
+            copied = copy_task(
+                client, store, move_id, request, retain_source=keep, poll_s=poll_seconds
+            )
+            _step_done(
+                store,
+                move_id,
+                client.name,
+                request.vm,
+                vm_id,
+                "copy",
+                bytes=copied.get("bytes"),
+                seconds=copied.get("seconds"),
+            )
+            step = "cutover"
+            cutover_task(client, store, move_id, request)
+            _step_done(store, move_id, client.name, request.vm, vm_id, "cutover")
+            step = "verify"
+            verify_task(client, store, move_id, request.vm)
+            _step_done(store, move_id, client.name, request.vm, vm_id, "verify")
+            step = "cleanup"
+            cleanup_task(client, store, move_id, request.vm)
+            _step_done(store, move_id, client.name, request.vm, vm_id, "cleanup")
+        except pipeline.Blocked as exc:
+            store.finish(move_id, "blocked", str(exc))
+            _report(store, move_id)
+            emit(
+                "hvmove.move.failed",
+                client.name,
+                request.vm,
+                vm_id,
+                move_id=move_id,
+                step="prechecks",
+                blocked=True,
+                reason=str(exc),
+            )
+            return Failed(message=f"blocked by prechecks: {exc}")
+        except Exception as exc:
+            store.finish(move_id, "failed", f"{step}: {exc}")
+            _report(store, move_id)
+            emit(
+                "hvmove.move.failed",
+                client.name,
+                request.vm,
+                vm_id,
+                move_id=move_id,
+                step=step,
+                reason=str(exc),
+            )
+            raise
+        store.finish(move_id, "completed")
+        final = store.get(move_id)
+        _report(store, move_id)
+        emit(
+            "hvmove.move.completed",
+            client.name,
+            request.vm,
+            vm_id,
+            move_id=move_id,
+            bytes=final.bytes_total,
+            seconds=final.copy_seconds,
+            verified=final.verified,
+            source_removed=final.source_removed,
+            already_done=report.already_done,
+        )
+        return Completed(
+            message=f"{request.vm} moved and verified",
+            data={"move_id": move_id, "status": "completed"},
+        )
+
+
+def _step_done(
+    store: Store, move_id: str, host: str, vm: str, vm_id: str, step: str, **payload: Any
+) -> None:
+    emit(
+        "hvmove.move.step.completed",
+        host,
+        vm,
+        vm_id,
+        move_id=move_id,
+        step=step,
+        state=store.step_states(move_id).get(step),
+        **payload,
+    )
+
+
+def _report(store: Store, move_id: str) -> None:
+    """The markdown report at the end of a move: what was checked, moved, verified, removed."""
+    r = store.get(move_id)
+    states = store.step_states(move_id)
+    lines = [
+        f"# Move of {r.vm_name} on {r.host}",
+        "",
+        f"**Status:** {r.status}" + (f" - {r.reason}" if r.reason else ""),
+        "",
+        f"Destination: `{r.destination}`  ",
+        f"Bytes: {r.bytes_total / 1024**3:,.1f} GiB  ",
+        f"Copy: {r.copy_seconds or 0:,.1f} s (estimated {r.estimated_seconds or 0:,.1f} s), "
+        f"ODX: {r.odx}  ",
+        "",
+        "| step | state |",
+        "|---|---|",
+    ]
+    lines += [f"| {s} | {states.get(s, 'not run')} |" for s in STEPS]
+    if r.precheck:
+        lines += ["", "## Prechecks", "", "| check | result | detail |", "|---|---|---|"]
+        lines += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in r.precheck["checks"]]
+    if r.verification:
+        lines += [
+            "",
+            "## Verification",
+            "",
+            "| disk | Test-VHD | same identity and size |",
+            "|---|---|---|",
+        ]
+        for d in r.verification["disks"]:
+            same = all((d.get("same") or {}).values()) if d.get("same") else "n/a"
+            lines.append(f"| `{d['path']}` | {d['test_vhd']} | {same} |")
+        lines.append(f"\nHeartbeat: {r.verification['heartbeat']}")
+    if r.cleanup:
+        lines += [
+            "",
+            "## Cleanup",
+            "",
+            f"Removed: {len(r.cleanup['removed'])} file(s), "
+            f"{len(r.cleanup['folders_removed'])} folder(s); kept: "
+            + (
+                ", ".join(f"`{k['path']}` ({k['reason']})" for k in r.cleanup["folders_kept"])
+                or "nothing"
+            ),
+        ]
+    create_markdown_artifact(
+        key=artifact_key("move-report", r.host, r.vm_name),
+        markdown="\n".join(lines),
+        description=f"Move report of {r.vm_name} on {r.host}",
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m flows.migrate_vm` for a quick manual run
+    import sys
+
+    import yaml
+
+    migrate_vm(**yaml.safe_load(sys.argv[1]))

@@ -1,0 +1,98 @@
+"""Where each file of a VM ends up for a move request, as Move-VMStorage lays it out.
+
+Single destination (mode ``all``): configuration, checkpoints and smart paging go to the
+destination root, every VHD (checkpoint disks and parents included) to
+``<destination>\\Virtual Hard Disks\\<file name>``. Modes ``components`` and ``vhds`` move only
+what the request names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PureWindowsPath
+
+from hvmove.models import MoveRequest, VhdInfo, VMInfo
+
+
+def norm(path: str) -> str:
+    return path.replace("/", "\\").rstrip("\\").lower()
+
+
+def is_absolute(path: str) -> bool:
+    """A Windows absolute path: 'X:\\...' or '\\\\server\\share\\...'."""
+    p = PureWindowsPath(path)
+    if path.startswith("\\\\"):
+        parts = [x for x in path[2:].split("\\") if x]
+        return len(parts) >= 2
+    return bool(p.drive) and p.root == "\\" and len(p.drive) == 2 and p.drive[0].isalpha()
+
+
+@dataclass
+class MoveLayout:
+    """The files and locations a request moves: source -> destination (Windows paths)."""
+
+    vhds: dict[str, str] = field(default_factory=dict)  # source path -> destination path
+    vhd_info: dict[str, VhdInfo] = field(default_factory=dict)  # source path -> facts
+    configuration: str | None = None
+    snapshot: str | None = None
+    smart_paging: str | None = None
+    config_bytes: int = 0
+
+    @property
+    def bytes_to_copy(self) -> int:
+        return sum(self.vhd_info[s].file_size for s in self.vhds) + (
+            self.config_bytes if self.configuration else 0
+        )
+
+    def destinations(self) -> list[str]:
+        """Every destination folder or file the move writes to."""
+        out = list(self.vhds.values())
+        out += [p for p in (self.configuration, self.snapshot, self.smart_paging) if p]
+        return out
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return list(self.vhds.items())
+
+
+def layout(request: MoveRequest, vm: VMInfo) -> MoveLayout:
+    files = {v.path: v for v in vm.vhd_files()}
+    out = MoveLayout(vhd_info=files, config_bytes=vm.config_bytes)
+    shared = {norm(c.path) for d in vm.drives if d.shared for c in d.chain}
+    if request.mode == "all":
+        dest = request.destination or ""
+        for path in files:
+            if norm(path) in shared:
+                continue  # Hyper-V skips shared disks with a warning; prechecks block them first
+            out.vhds[path] = str(
+                PureWindowsPath(dest, "Virtual Hard Disks", PureWindowsPath(path).name)
+            )
+        out.configuration = out.snapshot = out.smart_paging = dest
+    else:
+        by_norm = {norm(p): p for p in files}
+        for m in request.vhds:
+            source = by_norm.get(norm(m.source), m.source)
+            out.vhds[source] = m.destination
+        if request.mode == "components":
+            out.configuration = request.virtual_machine_path
+            out.snapshot = request.snapshot_file_path
+            out.smart_paging = request.smart_paging_file_path
+    # a rerun after the switch asks for what is already true: leave those parts out
+    out.vhds = {s: d for s, d in out.vhds.items() if norm(s) != norm(d)}
+    if out.configuration and norm(out.configuration) == norm(vm.configuration_location):
+        out.configuration = None
+    if out.snapshot and norm(out.snapshot) == norm(vm.snapshot_file_location):
+        out.snapshot = None
+    if out.smart_paging and norm(out.smart_paging) == norm(vm.smart_paging_file_path):
+        out.smart_paging = None
+    return out
+
+
+def source_folders(vm: VMInfo, moved: list[str]) -> list[str]:
+    """Folders a move may leave empty on the source: each moved file's folder and the VM's
+    old locations (Hyper-V removes files, never folders)."""
+    folders = {str(PureWindowsPath(p).parent) for p in moved}
+    folders |= {vm.configuration_location, vm.snapshot_file_location, vm.smart_paging_file_path}
+    for loc in (vm.configuration_location, vm.snapshot_file_location):
+        folders.add(str(PureWindowsPath(loc, "Virtual Machines")))
+        folders.add(str(PureWindowsPath(loc, "Snapshots")))
+    return sorted(folders, key=lambda f: norm(f).count("\\"), reverse=True)

@@ -1,0 +1,355 @@
+"""The five steps of one VM move, as plain functions: prechecks, copy, cutover, verify, cleanup.
+
+Each step reads the move record and looks at the host before it acts, so running a step again
+after a crash (at any point) does the right thing: attach to a running job instead of starting a
+second, skip a copy that already switched, never delete a source that was not verified. Prefect
+wraps these in tasks (retries, logs, artifacts); nothing here knows Prefect.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hvmove import models, prechecks
+from hvmove.errors import HvmoveError
+from hvmove.hyperv.client import HostClient
+from hvmove.hyperv.errors import HostBusy, MaybeRanError, TransientError
+from hvmove.layout import layout, norm, source_folders
+from hvmove.models import MoveRequest, PrecheckReport, VMInfo
+from hvmove.moves import follow, start_or_attach
+from hvmove.store import Store
+
+
+class StepFailed(HvmoveError):
+    """A step found the move cannot go on; the message says what the host showed."""
+
+
+class Blocked(StepFailed):
+    """Prechecks failed: nothing was changed."""
+
+
+@dataclass
+class Progress:
+    percent: int
+    bytes_done: int
+    mbps: float | None
+    eta_seconds: float | None
+    job_state: str
+
+
+def _vm(client: HostClient, vm_id: str) -> VMInfo:
+    vms = client.inventory(vm_id).vms
+    if not vms:
+        raise StepFailed(f"VM {vm_id} is no longer on {client.name}")
+    return vms[0]
+
+
+# -- 1. prechecks ---------------------------------------------------------------------------------
+def run_prechecks(
+    client: HostClient,
+    store: Store,
+    move_id: str,
+    request: MoveRequest,
+    options: prechecks.Options,
+    reserved: dict[str, int] | None = None,
+) -> PrecheckReport:
+    record = store.get(move_id)
+    before = record.before or {}
+    ours = prechecks.OwnAttempt(
+        job_id=record.job_id, destinations=list(before.get("destinations", []))
+    )
+    outcome = prechecks.run(client, request, options, reserved, ours)
+    report = outcome.report
+    fields: dict[str, Any] = {"precheck": report.model_dump(mode="json")}
+    if not report.already_done:
+        fields.update(
+            bytes_total=report.bytes_to_copy,
+            estimated_seconds=report.eta_seconds,
+            measured_mbps=report.mbps,
+            odx=report.odx,
+            source_volume=report.source_volume,
+            destination_volume=report.destination_volume,
+        )
+    if record.before is None and outcome.vm is not None and outcome.layout is not None:
+        # the "before" picture is taken once, by the first attempt, for verify and cleanup
+        plan = outcome.layout
+        fields["before"] = {
+            "vm": outcome.vm.model_dump(mode="json"),
+            "vhds": plan.vhds,
+            "destinations": plan.destinations(),
+            "configuration": plan.configuration,
+        }
+    store.update(move_id, **fields)
+    if not report.ok:
+        raise Blocked(report.reason())
+    return report
+
+
+# -- 2. copy / mirror -----------------------------------------------------------------------------
+def run_copy(
+    client: HostClient,
+    store: Store,
+    move_id: str,
+    request: MoveRequest,
+    *,
+    retain_source: bool = True,
+    poll_s: float = 2.0,
+    on_progress: Callable[[Progress], None] | None = None,
+    slot_wait_s: float = 3600.0,
+) -> dict[str, Any]:
+    record = store.get(move_id)
+    vm_id = record.vm_id
+    status = client.move_status(vm_id)
+    started_here = False
+    if status.job is not None and status.job.running:
+        job_id = status.job.job_id  # attach: ours from a crashed run, never start a second
+    else:
+        vm = _vm(client, vm_id)
+        plan = layout(request, vm)
+        if not plan.vhds and not (plan.configuration or plan.snapshot or plan.smart_paging):
+            return {
+                "skipped": True,
+                "reason": "the VM already lives at the destination",
+                "bytes": record.bytes_total,
+                "seconds": record.copy_seconds,
+            }
+        if record.job_id:
+            _remove_own_leftovers(client, record)
+        start = _start_waiting_for_slot(client, vm_id, request, retain_source, slot_wait_s)
+        if start.status == "already_at_destination":
+            return {"skipped": True, "reason": start.message, "bytes": record.bytes_total}
+        assert start.job is not None
+        job_id = start.job.job_id
+        started_here = start.status == "started"
+        store.update(move_id, job_id=job_id)
+    total = record.bytes_total or 0
+    t0 = time.monotonic()
+    last: dict[str, float] = {}
+
+    def progress(job: models.MoveJob) -> None:
+        done = int(total * job.percent_complete / 100)
+        mbps = eta = None
+        if last:
+            dt = time.monotonic() - last["t"]
+            if dt > 0 and done >= last["done"]:
+                mbps = (done - last["done"]) / dt / 1e6
+        elapsed = job.elapsed_seconds or (time.monotonic() - t0)
+        if job.percent_complete > 0 and elapsed > 0:
+            eta = elapsed * (100 - job.percent_complete) / job.percent_complete
+            mbps = mbps if mbps is not None else done / elapsed / 1e6
+        last.update(t=time.monotonic(), done=done)
+        store.add_sample(move_id, job.percent_complete, done, mbps)
+        if on_progress is not None:
+            on_progress(Progress(job.percent_complete, done, mbps, eta, job.job_state))
+
+    job = follow(client, vm_id, poll_s=poll_s, on_progress=progress)
+    if job is None or (job.job_id != job_id and not job.running):
+        # the job is gone (TimeBeforeRemoval): the VM's paths tell the outcome
+        remaining = layout(request, _vm(client, vm_id))
+        if remaining.vhds or remaining.configuration:
+            raise StepFailed(
+                "the move's job vanished and the VM is still on its source; run the move again"
+            )
+        return {
+            "skipped": False,
+            "job_state": "Completed",
+            "bytes": total,
+            "seconds": record.copy_seconds,
+            "started_here": started_here,
+        }
+    if not job.succeeded:
+        reason = job.error_description or "no reason given"
+        raise StepFailed(
+            f"Move-VMStorage ended {job.job_state}: {reason} "
+            f"(error {job.error_code:#x}); the VM stays on its source"
+        )
+    seconds = job.elapsed_seconds or (time.monotonic() - t0)
+    store.update(move_id, copy_seconds=seconds)
+    return {
+        "skipped": False,
+        "job_state": job.job_state,
+        "bytes": total,
+        "seconds": seconds,
+        "mbps": total / seconds / 1e6 if seconds else None,
+        "started_here": started_here,
+    }
+
+
+def _start_waiting_for_slot(
+    client: HostClient, vm_id: str, request: MoveRequest, retain: bool, wait_s: float
+) -> models.MoveStart:
+    """Hyper-V refuses past MaximumStorageMigrations instead of queueing: wait for a slot."""
+    deadline = time.monotonic() + wait_s
+    delay = 2.0
+    while True:
+        try:
+            return start_or_attach(
+                client,
+                vm_id,
+                request.mode,
+                destination=request.destination or "",
+                virtual_machine_path=request.virtual_machine_path or "",
+                snapshot_file_path=request.snapshot_file_path or "",
+                smart_paging_file_path=request.smart_paging_file_path or "",
+                vhds=[(v.source, v.destination) for v in request.vhds],
+                retain_source=retain,
+            )
+        except HostBusy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 1.5, 30.0)
+
+
+def _remove_own_leftovers(client: HostClient, record: Any) -> None:
+    """An earlier attempt of this move died with the host (no job, VM on its source): its partial
+    destination files are ours. The script refuses any file a VM references."""
+    planned = [d for d in (record.before or {}).get("vhds", {}).values()]
+    if not planned:
+        return
+    existing = [d.path for d in client.vhd_facts(planned).disks if d.exists]
+    if existing:
+        client.remove_files(existing, [])
+
+
+# -- 3. cutover -----------------------------------------------------------------------------------
+def run_cutover(
+    client: HostClient, store: Store, move_id: str, request: MoveRequest
+) -> dict[str, Any]:
+    record = store.get(move_id)
+    vm = _vm(client, record.vm_id)
+    remaining = layout(request, vm)
+    left = list(remaining.vhds) + [
+        p for p in (remaining.configuration, remaining.snapshot, remaining.smart_paging) if p
+    ]
+    if left:
+        raise StepFailed(
+            f"not switched: still on the source: {', '.join(left)}; the copy can be retried"
+        )
+    before_state = ((record.before or {}).get("vm") or {}).get("state", vm.state)
+    if before_state == "Running" and vm.state != "Running":
+        raise StepFailed(f"{vm.name} was Running before the move and is {vm.state} now")
+    return {
+        "state": vm.state,
+        "configuration_location": vm.configuration_location,
+        "disks": [d.path for d in vm.drives if d.path],
+    }
+
+
+# -- 4. verification ------------------------------------------------------------------------------
+def run_verify(client: HostClient, store: Store, move_id: str) -> dict[str, Any]:
+    record = store.get(move_id)
+    before = record.before or {}
+    vm = _vm(client, record.vm_id)
+    before_files = {
+        norm(v["path"]): v
+        for v in (before.get("vm") or {}).get("drives", [])
+        for v in v.get("chain", [])
+    }
+    for v in (before.get("vm") or {}).get("checkpoint_files", []):
+        before_files.setdefault(norm(v["path"]), v)
+    mapping = {norm(s): d for s, d in (before.get("vhds") or {}).items()}
+    now_files = {v.path: v for v in vm.vhd_files()}
+    facts = client.vhd_facts(list(now_files)).disks
+    ids_before = {v["disk_identifier"] for v in before_files.values()}
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    by_new = {norm(d): s for s, d in mapping.items()}
+    for fact in facts:
+        src = by_new.get(norm(fact.path))
+        old = before_files.get(src) if src else before_files.get(norm(fact.path))
+        row: dict[str, Any] = {
+            "path": fact.path,
+            "test_vhd": fact.test_ok,
+            "moved_from": before_files[src]["path"] if src in before_files else None,
+        }
+        if not fact.test_ok:
+            problems.append(f"Test-VHD failed on {fact.path}: {fact.error or 'not usable'}")
+        if fact.vhd is not None and old is not None:
+            same = {
+                "size": fact.vhd.size == old["size"],
+                "format": fact.vhd.format == old["format"],
+                "disk_identifier": fact.vhd.disk_identifier == old["disk_identifier"],
+                "parent": _parent_ok(
+                    fact.vhd.parent_path, old.get("parent_path"), mapping, before_files, now_files
+                ),
+            }
+            row.update(
+                before={k: old[k] for k in ("size", "format", "disk_identifier", "parent_path")},
+                after={
+                    "size": fact.vhd.size,
+                    "format": fact.vhd.format,
+                    "disk_identifier": fact.vhd.disk_identifier,
+                    "parent_path": fact.vhd.parent_path,
+                },
+                same=same,
+            )
+            problems += [f"{fact.path}: {k} changed" for k, ok in same.items() if not ok]
+        rows.append(row)
+    missing = ids_before - {f.vhd.disk_identifier for f in facts if f.vhd}
+    if before_files and missing:
+        problems.append(f"{len(missing)} disk(s) of the VM before the move are not attached now")
+    heartbeat_ok = vm.state != "Running" or (vm.heartbeat or "").startswith("Ok")
+    if not heartbeat_ok:
+        problems.append(f"heartbeat is {vm.heartbeat!r}, not OK")
+    evidence = {
+        "disks": rows,
+        "heartbeat": vm.heartbeat,
+        "state": vm.state,
+        "problems": problems,
+        "verified": not problems,
+    }
+    store.update(move_id, verification=evidence, verified=not problems)
+    if problems:
+        raise StepFailed("verification failed: " + "; ".join(problems) + " - the source is kept")
+    return evidence
+
+
+def _parent_ok(
+    now_parent: str | None,
+    old_parent: str | None,
+    mapping: dict[str, str],
+    before_files: dict[str, Any],
+    now_files: dict[str, Any],
+) -> bool:
+    if not old_parent:
+        return not now_parent
+    if not now_parent:
+        return False
+    expected = mapping.get(norm(old_parent), old_parent)
+    if norm(now_parent) == norm(expected):
+        return True
+    # or the same disk by identity wherever it is
+    old = before_files.get(norm(old_parent))
+    new = now_files.get(now_parent)
+    return bool(old and new and old["disk_identifier"] == new.disk_identifier)
+
+
+# -- 5. source cleanup ----------------------------------------------------------------------------
+def run_cleanup(client: HostClient, store: Store, move_id: str) -> dict[str, Any]:
+    record = store.get(move_id)
+    if not record.verified:
+        raise StepFailed("refusing to clean up: the destination is not verified")
+    before = record.before or {}
+    sources = list((before.get("vhds") or {}).keys())
+    vm_before = before.get("vm")
+    folders = source_folders(VMInfo.model_validate(vm_before), sources) if vm_before else []
+    try:
+        report = client.remove_files(sources, folders)
+    except MaybeRanError:
+        report = client.remove_files(sources, folders)  # idempotent: absent files are reported
+    if report.refused:
+        raise StepFailed(
+            "cleanup refused: " + "; ".join(f"{r.path}: {r.reason}" for r in report.refused)
+        )
+    removed_all = all(norm(p) in {norm(x) for x in report.removed + report.absent} for p in sources)
+    evidence = report.model_dump(mode="json")
+    store.update(move_id, cleanup=evidence, source_removed=removed_all)
+    return evidence
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TransientError)

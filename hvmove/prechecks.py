@@ -1,0 +1,419 @@
+"""Prechecks: read-only, they look at the host and say whether a move can succeed.
+
+Every check says pass, warn or fail, with its numbers and, for a problem, the remedy. Space counts
+the whole disk chain plus headroom, and the bytes other moves of the same batch already reserved
+on the same volume.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import PureWindowsPath
+
+from hvmove import models
+from hvmove.hyperv.client import HostClient
+from hvmove.hyperv.errors import PermanentError, TransientError
+from hvmove.layout import MoveLayout, layout, norm
+from hvmove.models import Check, MoveRequest, PrecheckReport, VMInfo
+from hvmove.plans import find_vm
+
+GiB = 1024**3
+
+
+@dataclass
+class Options:
+    headroom_percent: float = 10.0
+    probe_mib: int = 64
+    probe: bool = True
+    allow_checkpoints: bool = True
+
+
+@dataclass
+class OwnAttempt:
+    """What an earlier attempt of this same move left: its job and destination files are ours."""
+
+    job_id: str | None = None
+    destinations: list[str] = field(default_factory=list)
+
+
+def volume_key(host: str, info: models.VolumeInfo) -> str:
+    """Unique across the estate: a share is one volume whichever host sees it."""
+    return info.volume.lower() if info.kind == "smb" else f"{host.lower()}|{info.volume.lower()}"
+
+
+@dataclass
+class Outcome:
+    report: PrecheckReport
+    vm: VMInfo | None = None
+    layout: MoveLayout | None = None
+
+
+def run(
+    client: HostClient,
+    request: MoveRequest,
+    options: Options,
+    reserved: dict[str, int] | None = None,
+    ours: OwnAttempt | None = None,
+) -> Outcome:
+    reserved = reserved or {}
+    ours = ours or OwnAttempt()
+    report = PrecheckReport(
+        host=client.name,
+        vm=request.vm,
+        mode=request.mode,
+        destination=request.destination_summary(),
+    )
+    add = report.checks.append
+    facts = client.host_facts()
+    vm = find_vm(client.inventory().vms, request.vm)
+    if vm is None:
+        add(
+            Check(
+                name="vm",
+                status="fail",
+                detail=f"no VM {request.vm!r} on {client.name}",
+                remedy="check the name (hvmove inventory) or use the VM id",
+            )
+        )
+        return Outcome(report)
+    report.vm, report.vm_id = vm.name, vm.id
+    plan = layout(request, vm)
+    files = vm.vhd_files()
+    report.virtual_bytes = sum(f.size for f in files if f.attached or f.type != "Differencing")
+    if not plan.vhds and not (plan.configuration or plan.snapshot or plan.smart_paging):
+        report.already_done = True
+        add(
+            Check(
+                name="destination",
+                status="pass",
+                detail="every component already lives at the destination; nothing to move",
+            )
+        )
+        return Outcome(report, vm, plan)
+    report.bytes_to_copy = plan.bytes_to_copy
+    _blockers(client, vm, plan, options, ours, add)
+    _destinations(client, vm, plan, options, reserved, ours, report)
+    _limit(facts, add)
+    _speed(client, vm, plan, options, report)
+    return Outcome(report, vm, plan)
+
+
+def _blockers(
+    client: HostClient, vm: VMInfo, plan: MoveLayout, options: Options, ours: OwnAttempt, add
+) -> None:
+    job = client.move_status(vm.id).job
+    if job is not None and job.running:
+        if ours.job_id and job.job_id == ours.job_id:
+            add(
+                Check(
+                    name="move running",
+                    status="pass",
+                    detail=f"this move is already running ({job.percent_complete}%); the copy "
+                    "step attaches to it",
+                )
+            )
+        else:
+            add(
+                Check(
+                    name="move running",
+                    status="fail",
+                    detail=f"another storage move of {vm.name} is running "
+                    f"({job.percent_complete}%)",
+                    remedy="wait for it to finish or stop it (Stop-StorageMove / cancel in "
+                    "Hyper-V Manager)",
+                )
+            )
+    elif vm.secondary_status:
+        add(
+            Check(
+                name="vm busy",
+                status="fail",
+                detail=f"{vm.name} is busy: {vm.secondary_status}",
+                remedy="wait for the backup, checkpoint merge or other operation to finish",
+            )
+        )
+    passthrough = [d for d in vm.drives if d.pass_through]
+    if passthrough:
+        add(
+            Check(
+                name="pass-through disk",
+                status="fail",
+                detail=f"{len(passthrough)} pass-through disk(s) (disk "
+                f"{', '.join(str(d.disk_number) for d in passthrough)}) cannot be moved",
+                remedy="convert them to VHDX or detach them before the move",
+            )
+        )
+    shared = [d.path for d in vm.drives if d.shared]
+    if shared:
+        add(
+            Check(
+                name="shared VHDX",
+                status="fail",
+                detail=f"shared disk(s) {', '.join(str(p) for p in shared)} cannot be "
+                "storage-migrated (Hyper-V would skip them with only a warning)",
+                remedy="move the guest cluster's shared disks with the cluster, not per VM",
+            )
+        )
+    if vm.dvd_paths:
+        add(
+            Check(
+                name="attached ISO",
+                status="fail",
+                detail=f"ISO attached: {', '.join(vm.dvd_paths)} (ISOs are not moved and can "
+                "block the move)",
+                remedy="eject it: Set-VMDvdDrive -VMName <vm> -Path $null",
+            )
+        )
+    if vm.checkpoints:
+        status = "warn" if options.allow_checkpoints else "fail"
+        add(
+            Check(
+                name="checkpoints",
+                status=status,
+                detail=f"{len(vm.checkpoints)} checkpoint(s): the whole chain "
+                f"({len(plan.vhds)} files) moves with the VM",
+                remedy="delete or merge checkpoints first to move less"
+                if status == "warn"
+                else "merge the checkpoints, or allow checkpoints in the options",
+                numbers={"checkpoints": len(vm.checkpoints)},
+            )
+        )
+    if vm.replication_state not in ("Disabled", "", None):
+        add(
+            Check(
+                name="replication",
+                status="warn",
+                detail=f"Hyper-V Replica is {vm.replication_state}; check replication health "
+                "after the move",
+            )
+        )
+    if vm.state not in ("Running", "Off", "Saved"):
+        add(
+            Check(
+                name="vm state",
+                status="fail",
+                detail=f"{vm.name} is {vm.state}",
+                remedy="a paused VM may be paused-critical (a full volume): free space, resume",
+            )
+        )
+    names = [PureWindowsPath(d).name.lower() for d in plan.vhds.values()]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        add(
+            Check(
+                name="file names",
+                status="fail",
+                detail=f"two disks named {', '.join(dupes)} would land in one folder",
+                remedy="use mode 'vhds' with a destination per disk",
+            )
+        )
+
+
+def _destinations(
+    client: HostClient,
+    vm: VMInfo,
+    plan: MoveLayout,
+    options: Options,
+    reserved: dict[str, int],
+    ours: OwnAttempt,
+    report: PrecheckReport,
+) -> None:
+    add = report.checks.append
+    wants: list[tuple[str, int]] = [
+        (dst, plan.vhd_info[src].file_size) for src, dst in plan.vhds.items()
+    ]
+    if plan.configuration:
+        wants.append((plan.configuration, plan.config_bytes))
+    for extra in (plan.snapshot, plan.smart_paging):
+        if extra:
+            wants.append((extra, 0))
+    try:
+        volumes = client.volumes([p for p, _ in wants]).volumes
+    except PermanentError as exc:
+        add(
+            Check(
+                name="destination path",
+                status="fail",
+                detail=exc.detail,
+                remedy="give a path on a volume or share this host can reach",
+            )
+        )
+        return
+    sources = client.volumes([next(iter(plan.vhds), vm.configuration_location)]).volumes
+    report.source_volume = volume_key(client.name, sources[0]) if sources else ""
+    needed: dict[str, int] = defaultdict(int)
+    info: dict[str, models.VolumeInfo] = {}
+    for (_, size), vol in zip(wants, volumes, strict=True):
+        key = volume_key(client.name, vol)
+        needed[key] += size
+        info[key] = vol
+    report.needed_by_volume = dict(needed)
+    report.destination_volume = next(iter(needed), "")
+    growth = sum(
+        plan.vhd_info[s].size - plan.vhd_info[s].file_size
+        for s in plan.vhds
+        if plan.vhd_info[s].type != "Fixed"
+    )
+    for key, need in needed.items():
+        vol = info[key]
+        headroom = int(vol.capacity * options.headroom_percent / 100)
+        after = vol.free - need - reserved.get(key, 0)
+        numbers = {
+            "volume": vol.volume,
+            "bytes_needed": need,
+            "free": vol.free,
+            "reserved_by_batch": reserved.get(key, 0),
+            "free_after": after,
+            "headroom": headroom,
+            "capacity": vol.capacity,
+        }
+        text = (
+            f"{vol.volume} needs {need / GiB:,.1f} GiB; {vol.free / GiB:,.1f} GiB free"
+            + (
+                f", {reserved[key] / GiB:,.1f} GiB reserved by the batch"
+                if reserved.get(key)
+                else ""
+            )
+            + f"; {max(after, 0) / GiB:,.1f} GiB left after the move"
+        )
+        if after < headroom:
+            add(
+                Check(
+                    name="space",
+                    status="fail",
+                    detail=f"{text}, below the {options.headroom_percent:g}% headroom "
+                    f"({headroom / GiB:,.1f} GiB)",
+                    remedy="pick a volume with more free space, free space, or move fewer VMs "
+                    "there in this batch",
+                    numbers=numbers,
+                )
+            )
+        else:
+            add(Check(name="space", status="pass", detail=text, numbers=numbers))
+            if growth and after - growth < 0:
+                add(
+                    Check(
+                        name="dynamic growth",
+                        status="warn",
+                        detail=f"dynamic disks could grow by {growth / GiB:,.1f} GiB, more than "
+                        f"what {vol.volume} keeps free",
+                        remedy="watch the volume; a full volume pauses VMs",
+                        numbers={"growth": growth},
+                    )
+                )
+    existing = client.vhd_facts(list(plan.vhds.values())).disks
+    theirs = [
+        d.path
+        for d in existing
+        if d.exists and norm(d.path) not in {norm(p) for p in ours.destinations}
+    ]
+    if theirs:
+        add(
+            Check(
+                name="destination files",
+                status="fail",
+                detail=f"already exist: {', '.join(theirs)}",
+                remedy="remove them or choose another destination (Move-VMStorage does not "
+                "overwrite)",
+            )
+        )
+
+
+def _limit(facts: models.HostFacts, add) -> None:
+    running, limit = facts.running_storage_moves, facts.maximum_storage_migrations
+    numbers = {"running": running, "maximum_storage_migrations": limit}
+    if limit < 1:
+        add(
+            Check(
+                name="host limit",
+                status="fail",
+                detail="MaximumStorageMigrations is 0: the host runs no storage moves",
+                remedy="Set-VMHost -MaximumStorageMigrations 2",
+                numbers=numbers,
+            )
+        )
+    elif running >= limit:
+        add(
+            Check(
+                name="host limit",
+                status="warn",
+                detail=f"{running} of {limit} storage moves running; this move waits for a slot",
+                numbers=numbers,
+            )
+        )
+    else:
+        add(
+            Check(
+                name="host limit",
+                status="pass",
+                detail=f"{running} of {limit} storage moves running",
+                numbers=numbers,
+            )
+        )
+
+
+def _speed(
+    client: HostClient, vm: VMInfo, plan: MoveLayout, options: Options, report: PrecheckReport
+) -> None:
+    add = report.checks.append
+    dests = list(plan.vhds.values()) or [plan.configuration or ""]
+    source = next(iter(plan.vhds), vm.configuration_location)
+    try:
+        odx = client.odx(source, dests[0])
+        report.odx = odx.odx
+        add(
+            Check(
+                name="odx",
+                status="pass",
+                detail=("copy offloaded to the array (ODX): " if odx.odx else "no ODX: ")
+                + odx.reason,
+                numbers={"odx": odx.odx},
+            )
+        )
+    except (PermanentError, TransientError) as exc:
+        add(Check(name="odx", status="warn", detail=f"could not tell: {exc.detail}"))
+    if not options.probe:
+        return
+    folder = str(PureWindowsPath(dests[0]).parent)
+    try:
+        probe = client.bandwidth(folder, options.probe_mib)
+    except (PermanentError, TransientError) as exc:
+        add(
+            Check(
+                name="bandwidth",
+                status="warn",
+                detail=f"probe failed: {exc.detail}",
+                remedy="the ETA is unknown; check the destination is writable",
+            )
+        )
+        return
+    mbps = min(probe.write_mbps, probe.read_mbps)
+    report.mbps = mbps
+    report.eta_seconds = report.bytes_to_copy / (mbps * 1e6) if mbps > 0 else None
+    eta = duration(report.eta_seconds)
+    add(
+        Check(
+            name="bandwidth",
+            status="pass",
+            detail=f"{mbps:,.0f} MB/s measured at the destination; ETA {eta} for "
+            f"{report.bytes_to_copy / GiB:,.1f} GiB"
+            + (" (ODX will likely be faster)" if report.odx else ""),
+            numbers={
+                "mbps": mbps,
+                "eta_seconds": report.eta_seconds,
+                "probe_mib": options.probe_mib,
+            },
+        )
+    )
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

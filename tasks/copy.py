@@ -1,0 +1,68 @@
+"""Copy/mirror as a Prefect task: starts or attaches to the move and follows it in a progress
+artifact, with MB/s and ETA in the log every few seconds."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from hvmove import pipeline
+from hvmove.hyperv.client import HostClient
+from hvmove.models import MoveRequest
+from hvmove.prechecks import duration
+from hvmove.store import Store
+from tasks._common import STEP_OPTIONS, only_transient, recorded
+
+
+@task(
+    name="copy",
+    task_run_name="copy-{request.vm}",
+    retry_condition_fn=only_transient,
+    **STEP_OPTIONS,
+)
+def copy_task(
+    client: HostClient,
+    store: Store,
+    move_id: str,
+    request: MoveRequest,
+    retain_source: bool = True,
+    poll_s: float = 2.0,
+    log_every_s: float = 5.0,
+) -> dict:
+    log = get_run_logger()
+    with recorded(store, move_id, "copy") as set_state:
+        artifact = create_progress_artifact(
+            progress=0.0,
+            description=f"Copy of {request.vm} on {request.host} -> "
+            f"{request.destination_summary()}",
+        )
+        last_log = 0.0
+
+        def on_progress(p: pipeline.Progress) -> None:
+            nonlocal last_log
+            if artifact is not None:
+                update_progress_artifact(artifact_id=artifact, progress=float(p.percent))
+            if time.monotonic() - last_log >= log_every_s or p.percent >= 100:
+                last_log = time.monotonic()
+                rate = f"{p.mbps:,.0f} MB/s" if p.mbps is not None else "- MB/s"
+                log.info(
+                    "%s %3d%%  %s  ETA %s", p.job_state, p.percent, rate, duration(p.eta_seconds)
+                )
+
+        result = pipeline.run_copy(
+            client,
+            store,
+            move_id,
+            request,
+            retain_source=retain_source,
+            poll_s=poll_s,
+            on_progress=on_progress,
+        )
+        if result.get("skipped"):
+            log.info("copy skipped: %s", result["reason"])
+            set_state("skipped", result["reason"])
+        elif artifact is not None:
+            update_progress_artifact(artifact_id=artifact, progress=100.0)
+        return result
