@@ -199,7 +199,11 @@ def _validated(config: Path | None, plan_file: Path) -> tuple[Any, list[Any]]:
         if inv.error:
             raise HvmoveError(inv.error)
         inventories[inv.name] = inv.vms
-    return cfg, resolve(plan, cfg, inventories, plan_file)
+    from hvmove.layout import norm
+    from hvmove.store import Store
+
+    known = {(r.vm_id.lower(), norm(r.destination)) for r in Store(cfg.store_url()).moves()}
+    return cfg, resolve(plan, cfg, inventories, plan_file, known)
 
 
 def _precheck_all(cfg: Any, moves: list[Any]) -> list[Any]:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from hvmove.config import Config, describe_validation_error
 from hvmove.errors import ConfigError
-from hvmove.layout import is_absolute, layout, norm
+from hvmove.layout import is_absolute, norm
 from hvmove.models import MoveRequest, Plan, VMInfo
 
 
@@ -128,10 +128,16 @@ def find_vm(vms: list[VMInfo], ref: str) -> VMInfo | None:
 
 
 def resolve(
-    plan: Plan, config: Config, inventories: dict[str, list[VMInfo]], file: Path | str = "plan"
+    plan: Plan,
+    config: Config,
+    inventories: dict[str, list[VMInfo]],
+    file: Path | str = "plan",
+    known_targets: set[tuple[str, str]] | None = None,
 ) -> list[ResolvedMove]:
     """Check every entry against the config and the hosts' inventories; nothing starts when
-    any entry is wrong."""
+    any entry is wrong. ``known_targets``: (vm id, destination) pairs the store has seen, so that
+    rerunning a plan to resume or confirm a move is not mistaken for a no-op entry."""
+    known_targets = known_targets or set()
     out: list[ResolvedMove] = []
     seen: dict[tuple[str, str], int] = {}
     for i, move in enumerate(plan.moves):
@@ -160,14 +166,14 @@ def resolve(
                 "one move per VM per plan"
             )
         seen[key] = i
-        problem = _against_vm(move, vm)
+        problem = _against_vm(move, vm, known_targets)
         if problem:
             raise PlanError(f"{where}: {problem}")
         out.append(ResolvedMove(request=move.model_copy(update={"host": host.name}), vm=vm))
     return out
 
 
-def _against_vm(move: MoveRequest, vm: VMInfo) -> str:
+def _against_vm(move: MoveRequest, vm: VMInfo, known_targets: set[tuple[str, str]]) -> str:
     files = {norm(v.path) for v in vm.vhd_files()}
     for v in move.vhds:
         if norm(v.source) not in files and norm(v.destination) not in files:
@@ -180,12 +186,12 @@ def _against_vm(move: MoveRequest, vm: VMInfo) -> str:
         move.mode == "all"
         and move.destination
         and norm(move.destination) == norm(vm.configuration_location)
-        and layout(move, vm).vhds
+        and (vm.id.lower(), norm(move.destination)) not in known_targets
     ):
-        # (when nothing is left to move it is a rerun after success: prechecks say so)
+        # the same destination recorded for this VM before means a rerun (resume): allowed
         return (
-            f"destination {move.destination!r} is the VM's current location; "
-            "give the folder to move to"
+            f"destination {move.destination!r} is the VM's current location; nothing would "
+            "move - give the folder to move to"
         )
     for v in move.vhds:
         if norm(v.source) == norm(v.destination):

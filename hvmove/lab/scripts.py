@@ -56,6 +56,7 @@ class LabScripts:
             "Remove-StorageFiles": self.remove_files,
         }
         self.calls: list[tuple[str, str, dict[str, Any]]] = []  # (host, script, params) for tests
+        self.delays: dict[str, float] = {}  # script -> seconds: a host slow to answer that script
 
     # -- dispatch --------------------------------------------------------------------------------
     def dispatch(self, inv: Invocation) -> str:
@@ -70,6 +71,8 @@ class LabScripts:
             )
         params = self._bind(name, inv.params)
         self.calls.append((inv.host, name, params))
+        if self.delays.get(name):
+            time.sleep(self.delays[name])
         result = self.handlers[name](inv.host, params)
         return result.model_dump_json()
 

@@ -97,6 +97,11 @@ class LabServer:
             self.endpoint.faults.clear()
             self.engine.faults.clear()
             return {"ok": True}
+        if command == "script_delay":
+            if str(body.get("script")) not in self.scripts.handlers:
+                raise ValueError(f"no script {body.get('script')!r}")
+            self.scripts.delays[str(body["script"])] = float(body.get("seconds", 0))
+            return {"ok": True}
         if command == "engine_fault":
             self.engine.inject(body)
             return {"ok": True}
