@@ -88,14 +88,29 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "PREFECT_HOME": str(home), "DO_NOT_TRACK": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "wb")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1",
-         "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env,
-        start_new_session=True)
+        [
+            str(Path(sys.executable).with_name("prefect")),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
@@ -115,8 +130,9 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
 
     os.environ["PREFECT_API_URL"] = url  # for subprocesses
-    with temporary_settings({PREFECT_API_URL: url,
-                             PREFECT_LOCAL_STORAGE_PATH: str(home / "storage")}):
+    with temporary_settings(
+        {PREFECT_API_URL: url, PREFECT_LOCAL_STORAGE_PATH: str(home / "storage")}
+    ):
         yield url
     os.environ.pop("PREFECT_API_URL", None)
     os.killpg(proc.pid, signal.SIGTERM)

@@ -102,7 +102,7 @@ def test_blocked_move_fails_before_anything_changes(prefect_api: str, lab: Lab) 
     assert record.status == "blocked" and "attached ISO" in record.reason
 
 
-# -- crash and rerun --------------------------------------------------------------------------------
+# -- crash and rerun ------------------------------------------------------------------------------
 def _migrate(lab: Lab, plan: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [
@@ -124,7 +124,7 @@ def _migrate(lab: Lab, plan: Path) -> subprocess.Popen:
     )
 
 
-def _wait_for(predicate, timeout: float = 90) -> None:  # noqa: ANN001
+def _wait_for(predicate, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

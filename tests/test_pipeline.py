@@ -16,8 +16,9 @@ OPTS = prechecks.Options(headroom_percent=10, probe_mib=16)
 
 def open_record(lab: Lab, store: Store, req: MoveRequest) -> str:
     vm = lab.vm(req.vm)
-    return store.open_move(host=req.host, vm_id=vm.id, vm_name=vm.name,
-                           request=req.model_dump(mode="json")).id
+    return store.open_move(
+        host=req.host, vm_id=vm.id, vm_name=vm.name, request=req.model_dump(mode="json")
+    ).id
 
 
 @pytest.fixture
@@ -25,11 +26,11 @@ def store(tmp_path: Path) -> Store:
     return Store(f"sqlite:///{tmp_path / 'store.db'}")
 
 
-def names(report, status: str) -> set[str]:  # noqa: ANN001
+def names(report, status: str) -> set[str]:
     return {c.name for c in report.checks if c.status == status}
 
 
-def test_prechecks_pass_with_numbers_and_eta(client, lab: Lab) -> None:  # noqa: ANN001
+def test_prechecks_pass_with_numbers_and_eta(client, lab: Lab) -> None:
     req = MoveRequest(host="hv01", vm="sql01", destination="F:\\VMs\\sql01")
     report = prechecks.run(client, req, OPTS).report
     assert report.ok and not names(report, "fail")
@@ -40,20 +41,22 @@ def test_prechecks_pass_with_numbers_and_eta(client, lab: Lab) -> None:  # noqa:
     assert report.needed_by_volume == {"hv01|f:\\": report.bytes_to_copy}
 
 
-def test_prechecks_block_iso_and_warn_checkpoints(client) -> None:  # noqa: ANN001
-    iso = prechecks.run(client, MoveRequest(host="hv01", vm="iso01", destination="E:\\x"),
-                        OPTS).report
+def test_prechecks_block_iso_and_warn_checkpoints(client) -> None:
+    iso = prechecks.run(
+        client, MoveRequest(host="hv01", vm="iso01", destination="E:\\x"), OPTS
+    ).report
     assert not iso.ok and "attached ISO" in names(iso, "fail")
     assert "Set-VMDvdDrive" in iso.failures()[0].remedy
-    cp = prechecks.run(client, MoveRequest(host="hv01", vm="app01", destination="E:\\x"),
-                       OPTS).report
+    cp = prechecks.run(
+        client, MoveRequest(host="hv01", vm="app01", destination="E:\\x"), OPTS
+    ).report
     assert cp.ok and "checkpoints" in names(cp, "warn")
 
 
 def test_prechecks_block_passthrough_and_shared_disks(tmp_path: Path) -> None:
     from hvmove.lab.build import add_vm
 
-    def populate(estate) -> None:  # noqa: ANN001
+    def populate(estate) -> None:
         add_vm(estate, "hv01", "pt01", pass_through=True)
         add_vm(estate, "hv01", "guestclu01", shared_disk=True)
 
@@ -61,42 +64,49 @@ def test_prechecks_block_passthrough_and_shared_disks(tmp_path: Path) -> None:
     try:
         with lab.client() as c:
             pt = prechecks.run(c, MoveRequest(host="hv01", vm="pt01", destination="E:\\x"), OPTS)
-            shared = prechecks.run(c, MoveRequest(host="hv01", vm="guestclu01",
-                                                  destination="E:\\x"), OPTS)
+            shared = prechecks.run(
+                c, MoveRequest(host="hv01", vm="guestclu01", destination="E:\\x"), OPTS
+            )
         assert "pass-through disk" in names(pt.report, "fail")
         assert "shared VHDX" in names(shared.report, "fail")
     finally:
         lab.server.stop()
 
 
-def test_prechecks_reserve_space_across_the_batch(client, lab: Lab) -> None:  # noqa: ANN001
+def test_prechecks_reserve_space_across_the_batch(client, lab: Lab) -> None:
     # F: holds 95 GiB: sql01 (~69 GiB) fits alone, web01 (~21 GiB) only if sql01 is not counted
     lab.server.control("set_volume", {"root": "F:\\", "host": "hv01", "capacity": 95 * GiB})
     first = prechecks.run(client, MoveRequest(host="hv01", vm="sql01", destination="F:\\a"), OPTS)
     assert first.report.ok
     alone = prechecks.run(client, MoveRequest(host="hv01", vm="web01", destination="F:\\b"), OPTS)
     assert alone.report.ok
-    batch = prechecks.run(client, MoveRequest(host="hv01", vm="web01", destination="F:\\b"), OPTS,
-                          reserved=first.report.needed_by_volume)
+    batch = prechecks.run(
+        client,
+        MoveRequest(host="hv01", vm="web01", destination="F:\\b"),
+        OPTS,
+        reserved=first.report.needed_by_volume,
+    )
     assert not batch.report.ok and "reserved by the batch" in batch.report.reason()
 
 
-def test_prechecks_block_existing_destination_and_foreign_move(client, lab: Lab) -> None:  # noqa: ANN001
+def test_prechecks_block_existing_destination_and_foreign_move(client, lab: Lab) -> None:
     target = lab.dir / "hosts/hv01/E/x/Virtual Hard Disks/web01.vhdx"
     target.parent.mkdir(parents=True)
     target.write_bytes(b"someone else's file")
-    report = prechecks.run(client, MoveRequest(host="hv01", vm="web01", destination="E:\\x"),
-                           OPTS).report
+    report = prechecks.run(
+        client, MoveRequest(host="hv01", vm="web01", destination="E:\\x"), OPTS
+    ).report
     assert "destination files" in names(report, "fail")
     lab.server.control("settings", {"rate_scale": 0.5})
     client.start_move(lab.vm("sql01").id, "all", destination="F:\\other")
-    busy = prechecks.run(client, MoveRequest(host="hv01", vm="sql01", destination="E:\\y"),
-                         OPTS).report
+    busy = prechecks.run(
+        client, MoveRequest(host="hv01", vm="sql01", destination="E:\\y"), OPTS
+    ).report
     assert "move running" in names(busy, "fail")
     client.stop_move(lab.vm("sql01").id)
 
 
-def run_all(client, store: Store, move_id: str, req: MoveRequest) -> None:  # noqa: ANN001
+def run_all(client, store: Store, move_id: str, req: MoveRequest) -> None:
     pipeline.run_prechecks(client, store, move_id, req, OPTS)
     pipeline.run_copy(client, store, move_id, req, poll_s=0.05)
     pipeline.run_cutover(client, store, move_id, req)
@@ -104,7 +114,7 @@ def run_all(client, store: Store, move_id: str, req: MoveRequest) -> None:  # no
     pipeline.run_cleanup(client, store, move_id)
 
 
-def test_steps_move_verify_and_clean_up(client, lab: Lab, store: Store) -> None:  # noqa: ANN001
+def test_steps_move_verify_and_clean_up(client, lab: Lab, store: Store) -> None:
     req = MoveRequest(host="hv01", vm="app01", destination="E:\\VMs\\app01")  # checkpoint chain
     move_id = open_record(lab, store, req)
     run_all(client, store, move_id, req)
@@ -122,7 +132,9 @@ def test_steps_move_verify_and_clean_up(client, lab: Lab, store: Store) -> None:
 
 
 def test_corrupt_destination_fails_verify_and_keeps_the_source(
-    client, lab: Lab, store: Store  # noqa: ANN001
+    client,
+    lab: Lab,
+    store: Store,
 ) -> None:
     req = MoveRequest(host="hv01", vm="web01", destination="E:\\VMs\\web01")
     source = lab.vm("web01").drives[0].path
@@ -138,7 +150,7 @@ def test_corrupt_destination_fails_verify_and_keeps_the_source(
     assert lab.server.estate.local("hv01", source).exists()  # retained, never deleted
 
 
-def test_failed_job_leaves_vm_on_source_and_says_so(client, lab: Lab, store: Store) -> None:  # noqa: ANN001
+def test_failed_job_leaves_vm_on_source_and_says_so(client, lab: Lab, store: Store) -> None:
     req = MoveRequest(host="hv01", vm="web01", destination="E:\\VMs\\web01")
     move_id = open_record(lab, store, req)
     lab.server.engine.inject({"kind": "fail_at", "vm": "web01", "percent": 30})
