@@ -60,7 +60,16 @@ def follow(
             on_progress(job)
         if not job.running:
             return job
-        last = job
         if deadline is not None and time.monotonic() > deadline:
             return job
-        time.sleep(poll_s)
+        time.sleep(_next_poll(job, last, poll_s))
+        last = job
+
+
+def _next_poll(job: models.MoveJob, previous: models.MoveJob | None, poll_s: float) -> float:
+    """Poll at the given interval, but look again sooner when the job should end before then,
+    so that the end of a move is noticed within a tenth of the interval."""
+    if job.percent_complete <= 0 or job.elapsed_seconds <= 0:
+        return poll_s
+    remaining = job.elapsed_seconds * (100 - job.percent_complete) / job.percent_complete
+    return max(poll_s / 10, min(poll_s, remaining))

@@ -37,13 +37,19 @@ def copy_task(
             progress=0.0,
             description=f"Copy of {request.vm} on {request.host} -> "
             f"{request.destination_summary()}",
+            _sync=True,
         )
         last_log = 0.0
 
+        shown = -1
+
         def on_progress(p: pipeline.Progress) -> None:
-            nonlocal last_log
-            if artifact is not None:
-                update_progress_artifact(artifact_id=artifact, progress=float(p.percent))
+            nonlocal last_log, shown
+            if artifact is not None and p.percent != shown:  # one API call per change only
+                update_progress_artifact(
+                    artifact_id=artifact, progress=float(p.percent), _sync=True
+                )
+                shown = p.percent
             if time.monotonic() - last_log >= log_every_s or p.percent >= 100:
                 last_log = time.monotonic()
                 rate = f"{p.mbps:,.0f} MB/s" if p.mbps is not None else "- MB/s"
@@ -64,5 +70,5 @@ def copy_task(
             log.info("copy skipped: %s", result["reason"])
             set_state("skipped", result["reason"])
         elif artifact is not None:
-            update_progress_artifact(artifact_id=artifact, progress=100.0)
+            update_progress_artifact(artifact_id=artifact, progress=100.0, _sync=True)
         return result

@@ -3,6 +3,7 @@ runs, artifacts, events), and a process killed mid-move is finished by a rerun."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -38,13 +39,15 @@ def test_move_is_visible_in_prefect(prefect_api: str, lab: Lab) -> None:
     from flows.migrate_vm import migrate_vm
 
     since = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 5))
-    state = migrate_vm(
-        host="hv01",
-        vm="web01",
-        destination="E:\\VMs\\web01",
-        config=str(lab.dir / "hvmove.yaml"),
-        poll_seconds=0.1,
-        return_state=True,
+    state = asyncio.run(
+        migrate_vm(
+            host="hv01",
+            vm="web01",
+            destination="E:\\VMs\\web01",
+            config=str(lab.dir / "hvmove.yaml"),
+            poll_seconds=0.1,
+            return_state=True,
+        )
     )
     assert state.is_completed(), state
     record = Store(lab.config.store_url()).moves()[0]
@@ -89,12 +92,14 @@ def test_move_is_visible_in_prefect(prefect_api: str, lab: Lab) -> None:
 def test_blocked_move_fails_before_anything_changes(prefect_api: str, lab: Lab) -> None:
     from flows.migrate_vm import migrate_vm
 
-    state = migrate_vm(
-        host="hv01",
-        vm="iso01",
-        destination="E:\\VMs\\iso01",
-        config=str(lab.dir / "hvmove.yaml"),
-        return_state=True,
+    state = asyncio.run(
+        migrate_vm(
+            host="hv01",
+            vm="iso01",
+            destination="E:\\VMs\\iso01",
+            config=str(lab.dir / "hvmove.yaml"),
+            return_state=True,
+        )
     )
     assert state.is_failed() and "attached ISO" in state.message
     assert lab.server.engine.jobs_of(lab.vm("iso01").id) == []
