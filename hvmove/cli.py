@@ -86,6 +86,43 @@ def lab_down(
     out.print("lab stopped" if process.down(dir) else f"no lab running in {dir.resolve()}")
 
 
+@lab_app.command("history")
+@friendly
+def lab_history(
+    days: Annotated[int, typer.Option(min=2, max=3650, help="days of daily snapshots")] = 60,
+    store: Annotated[
+        str | None, typer.Option("--store", help="store URL (default: the config's store)")
+    ] = None,
+    dir: Annotated[
+        Path | None, typer.Option("--dir", "-d", help="lab folder whose hosts, VMs to use")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same history)")] = 7,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="regenerate over an earlier generated history")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Fill a store with DAYS of generated snapshots and past moves, for the capacity notebook.
+    In a lab folder it uses the lab's real hosts, volumes and VMs, so the notebook's rebalancing
+    plan passes `hvmove precheck` against that lab."""
+    from hvmove.config import DEFAULT_CONFIG, load
+    from hvmove.lab.estate import Estate
+    from hvmove.lab.history import generate_history
+
+    lab_dir = dir or (Path(".") if (Path(".") / "estate.json").exists() else None)
+    estate = Estate.load(lab_dir) if lab_dir is not None else None
+    if store is None:
+        cfg_file = config or (Path(".") / DEFAULT_CONFIG)
+        store = load(cfg_file).store_url() if cfg_file.exists() else "sqlite:///hvmove.db"
+    s = generate_history(store, days=days, seed=seed, lab_estate=estate, replace=replace)
+    out.print(
+        f"{s['snapshots']} snapshots and {s['moves']} moves ({s['odx_moves']} with ODX, "
+        f"{s['failed_moves']} failed) for {', '.join(s['hosts'])} written to {store}"
+    )
+    if s["over_threshold"]:
+        out.print("over 85 % now: " + ", ".join(s["over_threshold"]))
+
+
 # -- inventory ------------------------------------------------------------------------------------
 @app.command()
 @friendly

@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 STEPS = ("prechecks", "copy", "cutover", "verify", "cleanup")
 OPEN_STATES = ("pending", "running", "failed")  # a rerun of the same move resumes these
@@ -36,6 +37,27 @@ OPEN_STATES = ("pending", "running", "failed")  # a rerun of the same move resum
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Times go in and come out as UTC on every backend: SQLite keeps no offset, so a naive value
+    is taken as UTC and an aware one is converted before it is stored."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -56,9 +78,9 @@ class MoveRecord(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     last_step: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     source_volume: Mapped[str] = mapped_column(String(255), default="")
     destination_volume: Mapped[str] = mapped_column(String(255), default="")
     bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -85,8 +107,8 @@ class StepRecord(Base):
     move_id: Mapped[str] = mapped_column(ForeignKey("moves.id"), index=True)
     step: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16))  # running | completed | failed | skipped
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
 
     move: Mapped[MoveRecord] = relationship(back_populates="steps")
@@ -97,7 +119,7 @@ class ThroughputSample(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     move_id: Mapped[str] = mapped_column(ForeignKey("moves.id"), index=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     percent: Mapped[int] = mapped_column(Integer)
     bytes_done: Mapped[int] = mapped_column(BigInteger)
     mbps: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -107,7 +129,7 @@ class Snapshot(Base):
     __tablename__ = "snapshots"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    taken_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    taken_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
     source: Mapped[str] = mapped_column(String(32), default="inventory")
 
 
