@@ -15,7 +15,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
-from hvmove import pipeline, prechecks
+from hvmove import pipeline
+from hvmove.batch import options_for
 from hvmove.config import Config, load
 from hvmove.hyperv.client import open_client
 from hvmove.models import MoveRequest
@@ -75,16 +76,6 @@ async def migrate_vm(
         keep_source_until_verified=keep_source_until_verified,
     )
     return run_move(cfg, request, batch=batch, reserved=reserved, poll_seconds=poll_seconds)
-
-
-def options_for(cfg: Config, request: MoveRequest) -> prechecks.Options:
-    d = cfg.defaults
-    return prechecks.Options(
-        headroom_percent=request.headroom_percent
-        if request.headroom_percent is not None
-        else d.headroom_percent,
-        probe_mib=request.probe_mib or d.probe_mib,
-    )
 
 
 def run_move(

@@ -221,57 +221,19 @@ GiB = 1024**3
 
 def _validated(config: Path | None, plan_file: Path) -> tuple[Any, list[Any]]:
     """Config, plan and inventory checked before anything starts; any problem is one line."""
+    from hvmove.batch import load_and_resolve
     from hvmove.config import load
-    from hvmove.errors import HvmoveError
-    from hvmove.inventory import collect
-    from hvmove.plans import load_plan, resolve
-
-    cfg = load(config)
-    plan = load_plan(plan_file)
-    hosts = sorted({m.host for m in plan.moves}, key=str.lower)
-    known = {h.name.lower() for h in cfg.hosts}
-    reachable = [h for h in hosts if h.lower() in known]
-    inventories = {}
-    for inv in collect(cfg, [cfg.host(h).name for h in reachable]) if reachable else []:
-        if inv.error:
-            raise HvmoveError(inv.error)
-        inventories[inv.name] = inv.vms
-    from hvmove.layout import norm
     from hvmove.store import Store
 
-    known = {(r.vm_id.lower(), norm(r.destination)) for r in Store(cfg.store_url()).moves()}
-    return cfg, resolve(plan, cfg, inventories, plan_file, known)
+    cfg = load(config)
+    moves, _ = load_and_resolve(cfg, plan_file, Store(cfg.store_url()))
+    return cfg, moves
 
 
 def _precheck_all(cfg: Any, moves: list[Any]) -> list[Any]:
-    from hvmove import prechecks
-    from hvmove.hyperv.client import open_client
+    from hvmove.batch import precheck_all
 
-    reports = []
-    reserved: dict[str, int] = {}
-    clients: dict[str, Any] = {}
-    try:
-        for move in moves:
-            req = move.request
-            client = clients.get(req.host) or clients.setdefault(
-                req.host, open_client(cfg, req.host)
-            )
-            d = cfg.defaults
-            options = prechecks.Options(
-                headroom_percent=req.headroom_percent
-                if req.headroom_percent is not None
-                else d.headroom_percent,
-                probe_mib=req.probe_mib or d.probe_mib,
-            )
-            report = prechecks.run(client, req, options, reserved).report
-            if report.ok:  # the batch's space: later moves see what earlier ones will take
-                for key, need in report.needed_by_volume.items():
-                    reserved[key] = reserved.get(key, 0) + need
-            reports.append(report)
-    finally:
-        for c in clients.values():
-            c.close()
-    return reports
+    return precheck_all(cfg, moves)
 
 
 @app.command()

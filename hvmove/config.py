@@ -86,6 +86,13 @@ class Defaults(Strict):
     headroom_percent: float = Field(10.0, ge=0, le=90)
     probe_mib: int = Field(64, ge=1, le=4096)
     keep_source_until_verified: bool = True
+    # concurrent moves per volume, reading from it and writing to it (the host's own limit is
+    # MaximumStorageMigrations, capped by a host entry's max_storage_migrations)
+    moves_per_source_volume: int = Field(2, ge=1, le=64)
+    moves_per_destination_volume: int = Field(2, ge=1, le=64)
+    window: str = Field("22:00-05:00", pattern=r"^\d{1,2}:\d{2}-\d{1,2}:\d{2}$")
+    timezone: str = "UTC"
+    window_margin_minutes: float = Field(15, ge=0, le=600)
 
 
 class StoreConfig(Strict):

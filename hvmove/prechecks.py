@@ -260,6 +260,7 @@ def _destinations(
         headroom = int(vol.capacity * options.headroom_percent / 100)
         after = vol.free - need - reserved.get(key, 0)
         numbers = {
+            "key": key,
             "volume": vol.volume,
             "bytes_needed": need,
             "free": vol.free,

@@ -1,0 +1,233 @@
+"""A plan as a night: prechecks and the inventory turned into the planner's inputs, the window
+parsed, and throughput estimated from the bandwidth probe and past moves in the store."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from hvmove import planner, prechecks
+from hvmove.config import Config, HostConfig
+from hvmove.errors import ConfigError
+from hvmove.inventory import HostInventory
+from hvmove.models import PrecheckReport
+from hvmove.plans import ResolvedMove
+from hvmove.prechecks import volume_key
+from hvmove.store import Store
+
+# without history or a probe, assume a plain host copy at this rate (bytes/s)
+FALLBACK_RATE = 100e6
+
+
+def parse_window(
+    text: str, now: datetime, tz: str = "UTC", margin: timedelta = timedelta(0)
+) -> planner.Window:
+    """'22:00-05:00' in a timezone: the occurrence we are in, or else the next one."""
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"unknown timezone {tz!r} (use an IANA name like Europe/Berlin)"
+        ) from None
+    try:
+        a, b = (time.fromisoformat(part.strip().zfill(5)) for part in text.split("-"))
+    except ValueError:
+        raise ConfigError(f"window {text!r}: expected HH:MM-HH:MM, e.g. 22:00-05:00") from None
+    local = now.astimezone(zone)
+    for day in (local.date() - timedelta(days=1), local.date(), local.date() + timedelta(days=1)):
+        start = datetime.combine(day, a, zone)
+        end = datetime.combine(day + timedelta(days=1 if b <= a else 0), b, zone)
+        if local < end:
+            if end - margin <= max(start, local):
+                continue  # what is left of this one cannot hold any move
+            return planner.Window(start=start, end=end, margin=margin)
+    raise ConfigError(f"window {text!r}: no usable occurrence")  # pragma: no cover
+
+
+@dataclass
+class NightInputs:
+    moves: list[planner.PlannedMove] = field(default_factory=list)
+    volumes: list[planner.VolumeState] = field(default_factory=list)
+    limits: planner.Limits | None = None
+    blocked: dict[str, str] = field(default_factory=dict)  # move id -> reason
+    already_done: list[str] = field(default_factory=list)
+    by_id: dict[str, ResolvedMove] = field(default_factory=dict)
+
+
+def move_id(move: ResolvedMove) -> str:
+    return f"{move.request.host.lower()}/{move.vm.id.lower()}"
+
+
+def host_limit(host: HostConfig, maximum_storage_migrations: int) -> int:
+    return planner.Limits.host_limit(maximum_storage_migrations, host.max_storage_migrations)
+
+
+def past_rates(store: Store) -> dict[tuple[str, str], list[float]]:
+    """Observed copy rates (bytes/s) of completed moves, per (source volume, destination volume)."""
+    rates: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in store.moves():
+        if r.status == "completed" and r.copy_seconds and r.bytes_total:
+            rates[(r.source_volume, r.destination_volume)].append(r.bytes_total / r.copy_seconds)
+    return rates
+
+
+def night_inputs(
+    cfg: Config,
+    moves: list[ResolvedMove],
+    reports: list[PrecheckReport],
+    inventories: list[HostInventory],
+    store: Store | None = None,
+) -> NightInputs:
+    out = NightInputs()
+    history = past_rates(store) if store is not None else {}
+    probe_rates: dict[str, float] = {}
+    hosts: dict[str, int] = {}
+    for inv in inventories:
+        if inv.facts is not None:
+            hosts[inv.name] = host_limit(cfg.host(inv.name), inv.facts.maximum_storage_migrations)
+    for move, report in zip(moves, reports, strict=True):
+        mid = move_id(move)
+        out.by_id[mid] = move
+        if report.already_done:
+            out.already_done.append(mid)
+            continue
+        # space is the planner's to judge across the whole batch; every other failure blocks
+        others = [c for c in report.failures() if c.name != "space"]
+        if others:
+            out.blocked[mid] = "; ".join(f"{c.name}: {c.detail}" for c in others)
+            continue
+        if report.mbps:
+            probe_rates[report.destination_volume] = report.mbps * 1e6
+        samples = list(history.get((report.source_volume, report.destination_volume), []))
+        if report.mbps:
+            samples.append(report.mbps * 1e6)
+        rate = planner.Throughput.from_samples(samples or [FALLBACK_RATE])
+        reserve = sum(report.needed_by_volume.values())
+        out.moves.append(
+            planner.PlannedMove(
+                id=mid,
+                host=move.request.host,
+                vm=move.vm.name,
+                source_volumes=[report.source_volume],
+                destination_volume=report.destination_volume,
+                bytes=max(report.bytes_to_copy, 1),
+                reserve_bytes=reserve,
+                throughput=rate,
+                odx=bool(report.odx),
+            )
+        )
+    seen: set[str] = set()
+    headroom = cfg.defaults.headroom_percent
+    for inv in inventories:
+        for vol in inv.volumes:
+            key = volume_key(inv.name, vol)
+            if key in seen or vol.capacity <= 0:
+                continue
+            seen.add(key)
+            out.volumes.append(
+                planner.VolumeState(
+                    key=key,
+                    capacity=vol.capacity,
+                    free=min(vol.free, vol.capacity),
+                    headroom_percent=headroom,
+                    write_bandwidth=probe_rates.get(key),
+                    label=f"{vol.volume} on {inv.name}" if vol.kind != "smb" else vol.volume,
+                )
+            )
+    for report in reports:  # destinations no VM uses yet (a new share) are known from prechecks
+        for c in report.checks:
+            n = c.numbers
+            if c.name == "space" and n.get("key") not in seen and n.get("capacity"):
+                seen.add(str(n["key"]))
+                out.volumes.append(
+                    planner.VolumeState(
+                        key=str(n["key"]),
+                        capacity=int(n["capacity"]),
+                        free=min(int(n["free"]), int(n["capacity"])),
+                        headroom_percent=headroom,
+                        write_bandwidth=probe_rates.get(str(n["key"])),
+                        label=str(n["volume"]),
+                    )
+                )
+    d = cfg.defaults
+    out.limits = planner.Limits(
+        hosts=hosts,
+        source_volume=d.moves_per_source_volume,
+        destination_volume=d.moves_per_destination_volume,
+    )
+    return out
+
+
+def any_window(text: str | None, now: datetime, tz: str, margin: timedelta) -> planner.Window:
+    """A window from 'HH:MM-HH:MM', or for None/'now' one that starts now and lasts a day."""
+    if not text or text == "now":
+        return planner.Window(start=now, end=now + timedelta(days=1), margin=margin)
+    return parse_window(text, now, tz, margin)
+
+
+def load_and_resolve(
+    cfg: Config, plan_file: str | object, store: Store | None = None
+) -> tuple[list[ResolvedMove], list[HostInventory]]:
+    """The plan checked against the config and the hosts' inventories: any problem is one
+    ConfigError line and nothing starts."""
+    from pathlib import Path
+
+    from hvmove.errors import HvmoveError
+    from hvmove.inventory import collect
+    from hvmove.layout import norm
+    from hvmove.plans import load_plan, resolve
+
+    plan = load_plan(Path(str(plan_file)))
+    known_hosts = {h.name.lower(): h.name for h in cfg.hosts}
+    names = sorted(
+        {known_hosts[m.host.lower()] for m in plan.moves if m.host.lower() in known_hosts}
+    )
+    inventories = collect(cfg, names) if names else []
+    for inv in inventories:
+        if inv.error:
+            raise HvmoveError(inv.error)
+    known = {(r.vm_id.lower(), norm(r.destination)) for r in store.moves()} if store else set()
+    moves = resolve(plan, cfg, {i.name: i.vms for i in inventories}, plan_file, known)
+    return moves, inventories
+
+
+def precheck_all(
+    cfg: Config, moves: list[ResolvedMove], *, reserve: bool = True
+) -> list[PrecheckReport]:
+    """Every move's prechecks, in plan order. With ``reserve`` the space each passing move needs
+    is counted against the moves after it (a batch run one after another); the nightly planner
+    does its own reservation and asks without."""
+    from hvmove.hyperv.client import HostClient, open_client
+
+    reports: list[PrecheckReport] = []
+    reserved: dict[str, int] = {}
+    clients: dict[str, HostClient] = {}
+    try:
+        for move in moves:
+            req = move.request
+            if req.host not in clients:
+                clients[req.host] = open_client(cfg, req.host)
+            report = prechecks.run(
+                clients[req.host], req, options_for(cfg, req), reserved if reserve else None
+            ).report
+            if report.ok and reserve:
+                for key, need in report.needed_by_volume.items():
+                    reserved[key] = reserved.get(key, 0) + need
+            reports.append(report)
+    finally:
+        for c in clients.values():
+            c.close()
+    return reports
+
+
+def options_for(cfg: Config, request: object) -> object:
+    from hvmove import prechecks
+
+    d = cfg.defaults
+    headroom = getattr(request, "headroom_percent", None)
+    return prechecks.Options(
+        headroom_percent=d.headroom_percent if headroom is None else headroom,
+        probe_mib=getattr(request, "probe_mib", None) or d.probe_mib,
+    )
