@@ -35,8 +35,8 @@ class InFlight:
 
 
 @task(name="plan-prechecks", cache_policy=NO_CACHE, persist_result=False)
-def precheck_task(cfg: Config, moves: list[ResolvedMove]) -> list[PrecheckReport]:
-    return batch.precheck_all(cfg, moves, reserve=False)
+def precheck_task(cfg: Config, moves: list[ResolvedMove], store: Store) -> list[PrecheckReport]:
+    return batch.precheck_all(cfg, moves, reserve=False, store=store)
 
 
 def _now() -> datetime:
@@ -93,7 +93,7 @@ async def nightly(
     margin = timedelta(minutes=d.window_margin_minutes)
     win = batch.any_window(window or d.window, _now(), timezone or d.timezone, margin)
     moves, inventories = batch.load_and_resolve(cfg, plan, store)
-    reports = precheck_task(cfg, moves)
+    reports = precheck_task(cfg, moves, store)
     inputs = batch.night_inputs(cfg, moves, reports, inventories, store)
     assert inputs.limits is not None
     log.info(
@@ -112,6 +112,16 @@ async def nightly(
     deferred: dict[str, str] = {}
     clients: dict[str, HostClient] = {}
     first_plan: planner.Schedule | None = None
+    for mid in inputs.finish_only:  # verify and clean up what a dead run switched already
+        kwargs = _subflow_kwargs(cfg, inputs.by_id[mid], batch_id, poll_seconds)
+        job = asyncio.ensure_future(asyncio.to_thread(_run_subflow, kwargs))
+        await asyncio.wait([job])
+        results[mid] = _outcome(store, inputs.by_id[mid], job)
+        log.info(
+            "%s: finished the steps a previous run left: %s",
+            inputs.by_id[mid].vm.name,
+            results[mid]["status"],
+        )
     try:
         while pending or flying:
             now = _now()
@@ -192,13 +202,12 @@ def _running(f: InFlight, now: datetime) -> planner.RunningMove:
     )
 
 
-def _finish(
-    store: Store, move: ResolvedMove, f: InFlight, consumed: dict[str, int]
-) -> dict[str, Any]:
+def _outcome(store: Store, move: ResolvedMove, job: asyncio.Future[Any]) -> dict[str, Any]:
+    """The move's row from the store (its record says which step it reached)."""
     try:
-        state = f.job.result()
+        state = job.result()
         message = state.message if state is not None else ""
-    except Exception as exc:  # the subflow raised: its record says which step
+    except Exception as exc:  # the subflow raised: the record has the step and reason
         message = str(exc)
     record = next(
         (
@@ -213,11 +222,17 @@ def _finish(
         if record
         else {"vm": move.vm.name, "host": move.request.host, "status": "failed", "reason": message}
     )
-    if row["status"] == "completed":
-        consumed[f.move.destination_volume] = (
-            consumed.get(f.move.destination_volume, 0) + f.move.reservation
-        )
     row["message"] = message
+    return row
+
+
+def _finish(
+    store: Store, move: ResolvedMove, f: InFlight, consumed: dict[str, int]
+) -> dict[str, Any]:
+    row = _outcome(store, move, f.job)
+    if row["status"] == "completed":
+        key = f.move.destination_volume
+        consumed[key] = consumed.get(key, 0) + f.move.reservation
     return row
 
 

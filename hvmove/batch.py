@@ -12,10 +12,10 @@ from hvmove import planner, prechecks
 from hvmove.config import Config, HostConfig
 from hvmove.errors import ConfigError
 from hvmove.inventory import HostInventory
-from hvmove.models import PrecheckReport
+from hvmove.models import MoveRequest, PrecheckReport
 from hvmove.plans import ResolvedMove
 from hvmove.prechecks import volume_key
-from hvmove.store import Store
+from hvmove.store import OPEN_STATES, Store
 
 # without history or a probe, assume a plain host copy at this rate (bytes/s)
 FALLBACK_RATE = 100e6
@@ -53,6 +53,7 @@ class NightInputs:
     limits: planner.Limits | None = None
     blocked: dict[str, str] = field(default_factory=dict)  # move id -> reason
     already_done: list[str] = field(default_factory=list)
+    finish_only: list[str] = field(default_factory=list)
     by_id: dict[str, ResolvedMove] = field(default_factory=dict)
 
 
@@ -82,6 +83,8 @@ def night_inputs(
 ) -> NightInputs:
     out = NightInputs()
     history = past_rates(store) if store is not None else {}
+    # switched but not yet verified or cleaned up by a run that died: finish those steps
+    unfinished = set(open_attempts(store, moves))
     probe_rates: dict[str, float] = {}
     hosts: dict[str, int] = {}
     for inv in inventories:
@@ -91,7 +94,9 @@ def night_inputs(
         mid = move_id(move)
         out.by_id[mid] = move
         if report.already_done:
-            out.already_done.append(mid)
+            # switched by a run that died before verifying and cleaning up: only those steps
+            # remain, and they take no copy slot
+            (out.finish_only if mid in unfinished else out.already_done).append(mid)
             continue
         # space is the planner's to judge across the whole batch; every other failure blocks
         others = [c for c in report.failures() if c.name != "space"]
@@ -193,24 +198,52 @@ def load_and_resolve(
     return moves, inventories
 
 
+def open_attempts(
+    store: Store | None, moves: list[ResolvedMove]
+) -> dict[str, prechecks.OwnAttempt]:
+    """Moves an earlier run left unfinished (crash, kill): their running job and destination
+    files are this move's own, not a reason to block it."""
+    if store is None:
+        return {}
+    wanted = {(m.request.host.lower(), m.vm.id.lower()): move_id(m) for m in moves}
+    out: dict[str, prechecks.OwnAttempt] = {}
+    for r in store.moves():
+        mid = wanted.get((r.host.lower(), r.vm_id.lower()))
+        if mid and mid not in out and r.status in OPEN_STATES and (r.job_id or r.last_step):
+            out[mid] = prechecks.OwnAttempt(
+                job_id=r.job_id, destinations=list((r.before or {}).get("destinations", []))
+            )
+    return out
+
+
 def precheck_all(
-    cfg: Config, moves: list[ResolvedMove], *, reserve: bool = True
+    cfg: Config,
+    moves: list[ResolvedMove],
+    *,
+    reserve: bool = True,
+    store: Store | None = None,
 ) -> list[PrecheckReport]:
     """Every move's prechecks, in plan order. With ``reserve`` the space each passing move needs
     is counted against the moves after it (a batch run one after another); the nightly planner
-    does its own reservation and asks without."""
+    does its own reservation and asks without. With ``store``, what an unfinished earlier
+    attempt left (its job, its files) counts as the move's own."""
     from hvmove.hyperv.client import HostClient, open_client
 
     reports: list[PrecheckReport] = []
     reserved: dict[str, int] = {}
     clients: dict[str, HostClient] = {}
+    attempts = open_attempts(store, moves)
     try:
         for move in moves:
             req = move.request
             if req.host not in clients:
                 clients[req.host] = open_client(cfg, req.host)
             report = prechecks.run(
-                clients[req.host], req, options_for(cfg, req), reserved if reserve else None
+                clients[req.host],
+                req,
+                options_for(cfg, req),
+                reserved if reserve else None,
+                attempts.get(move_id(move)),
             ).report
             if report.ok and reserve:
                 for key, need in report.needed_by_volume.items():
@@ -222,12 +255,11 @@ def precheck_all(
     return reports
 
 
-def options_for(cfg: Config, request: object) -> object:
-    from hvmove import prechecks
-
+def options_for(cfg: Config, request: MoveRequest) -> prechecks.Options:
+    """The request's own precheck options, else the config's defaults."""
     d = cfg.defaults
-    headroom = getattr(request, "headroom_percent", None)
+    headroom = request.headroom_percent
     return prechecks.Options(
         headroom_percent=d.headroom_percent if headroom is None else headroom,
-        probe_mib=getattr(request, "probe_mib", None) or d.probe_mib,
+        probe_mib=request.probe_mib or d.probe_mib,
     )

@@ -232,8 +232,9 @@ def _validated(config: Path | None, plan_file: Path) -> tuple[Any, list[Any]]:
 
 def _precheck_all(cfg: Any, moves: list[Any]) -> list[Any]:
     from hvmove.batch import precheck_all
+    from hvmove.store import Store
 
-    return precheck_all(cfg, moves)
+    return precheck_all(cfg, moves, store=Store(cfg.store_url()))
 
 
 @app.command()
@@ -314,31 +315,179 @@ def _print_precheck_summary(reports: list[Any]) -> None:
     out.print(t)
 
 
+WindowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--window", help="HH:MM-HH:MM (default: the config's), or 'now' for 24 h from now"
+    ),
+]
+TzOpt = Annotated[str | None, typer.Option("--timezone", help="IANA name (default: the config's)")]
+
+
+@app.command("plan")
+@friendly
+def plan_cmd(
+    plan: PlanArg,
+    config: ConfigOpt = None,
+    window: WindowOpt = None,
+    timezone: TzOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The night's schedule for a plan, without moving anything: start and P90 finish of each
+    admitted move, and why the others wait."""
+    from datetime import UTC, datetime, timedelta
+
+    from hvmove import planner
+    from hvmove.batch import any_window, load_and_resolve, night_inputs, precheck_all
+    from hvmove.config import load
+    from hvmove.store import Store
+
+    cfg = load(config)
+    store = Store(cfg.store_url())
+    d = cfg.defaults
+    now = datetime.now(UTC)
+    win = any_window(
+        window or d.window, now, timezone or d.timezone, timedelta(minutes=d.window_margin_minutes)
+    )
+    moves, inventories = load_and_resolve(cfg, plan, store)
+    reports = precheck_all(cfg, moves, reserve=False, store=store)
+    inputs = night_inputs(cfg, moves, reports, inventories, store)
+    assert inputs.limits is not None
+    sched = planner.plan(inputs.moves, inputs.volumes, inputs.limits, win, now)
+    name = {mid: m.vm.name for mid, m in inputs.by_id.items()}
+    data = {
+        "window": [win.start.isoformat(), win.end.isoformat(), win.last_finish.isoformat()],
+        "admitted": [
+            {
+                "vm": m.vm,
+                "host": m.host,
+                "bytes": m.bytes,
+                "odx": m.odx,
+                "start": m.start.isoformat(),
+                "finish_p50": m.finish_p50.isoformat(),
+                "finish_p90": m.finish_p90.isoformat(),
+            }
+            for m in sched.admitted
+        ],
+        "deferred": [
+            {"vm": m.vm, "host": m.host, "reason": m.reason, "detail": m.detail}
+            for m in sched.deferred
+        ],
+        "blocked": [{"vm": name[k], "reason": v} for k, v in inputs.blocked.items()],
+        "already_done": [name[k] for k in inputs.already_done],
+        "makespan_seconds": sched.makespan_seconds,
+        "bytes_admitted": sched.bytes_admitted,
+    }
+    if as_json:
+        _print_json(data)
+        return
+    zone = win.start.tzinfo
+    t = Table(
+        title=f"window {win.start:%Y-%m-%d %H:%M} - {win.end:%Y-%m-%d %H:%M} {zone}",
+        title_justify="left",
+    )
+    for col in ("vm", "host", "GiB", "ODX", "start", "finish P90", "note"):
+        t.add_column(col, overflow="fold")
+    for m in sched.admitted:
+        t.add_row(
+            m.vm,
+            m.host,
+            f"{m.bytes / GiB:,.1f}",
+            "yes" if m.odx else "no",
+            f"{m.start.astimezone(zone):%H:%M:%S}",
+            f"{m.finish_p90.astimezone(zone):%H:%M:%S}",
+            "",
+        )
+    for m in sched.deferred:
+        t.add_row(m.vm, m.host, "", "", "[yellow]deferred[/]", "", m.detail)
+    for k, why in inputs.blocked.items():
+        t.add_row(name[k], inputs.by_id[k].request.host, "", "", "[red]blocked[/]", "", why)
+    for k in inputs.already_done:
+        t.add_row(name[k], inputs.by_id[k].request.host, "", "", "done", "", "already there")
+    out.print(t)
+    out.print(
+        f"{len(sched.admitted)} move(s), {sched.bytes_admitted / GiB:,.1f} GiB, last P90 "
+        f"finish after {sched.makespan_seconds / 3600:,.2f} h"
+    )
+
+
 @app.command()
 @friendly
 def migrate(
     plan: PlanArg,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    window: Annotated[
+        str, typer.Option("--window", help="HH:MM-HH:MM, or 'now' (24 h from now)")
+    ] = "now",
+    timezone: TzOpt = None,
     poll: Annotated[float, typer.Option(help="seconds between progress polls")] = 2.0,
 ) -> None:
-    """Run the plan's moves, one after another, each as a Prefect flow run (prechecks, copy,
-    cutover, verify, cleanup). Uses PREFECT_API_URL, or starts a local Prefect server."""
-    cfg, moves = _validated(config, plan)
+    """Run the plan's moves through Prefect (the nightly-migrations flow with each move a
+    migrate-vm subflow): the planner orders them, runs them within the host and volume limits
+    and the window, and defers what does not fit. Uses PREFECT_API_URL or a local server."""
+    import asyncio
+
+    _validated(config, plan)  # every mistake is one line before Prefect even starts
     api = _prefect()
     if not as_json:
         out.print(f"Prefect UI: {_ui(api)}")
-    from flows.batch import run_sequentially
+    from flows.nightly import nightly
+    from hvmove.config import load
 
-    results = run_sequentially(cfg, moves, poll_seconds=poll)
-    rows = [_move_row(r) for r in results]
+    cfg = load(config)
+    state = asyncio.run(
+        nightly(
+            plan=str(plan.resolve()),
+            config=str(cfg.path),
+            window=window,
+            timezone=timezone,
+            poll_seconds=poll,
+            return_state=True,
+        )
+    )
+    if not state.is_completed():
+        raise typer.Exit(1) if as_json else _fail(state.message)
+    summary = state.result()
     if as_json:
-        _print_json({"moves": rows})
+        _print_json(summary)
     else:
-        _print_moves(rows)
-        out.print(f"watch the runs in the Prefect UI: {_ui(api)}")
-    if any(r["status"] == "failed" for r in rows):
+        _print_summary(summary)
+        out.print(f"runs, logs and artifacts: {_ui(api)}/runs")
+    if summary["failed"]:
         raise typer.Exit(1)
+
+
+def _fail(message: str | None) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    t = Table(title="night", title_justify="left")
+    for col in ("vm", "host", "result", "GiB", "copy s", "why"):
+        t.add_column(col, overflow="fold")
+    for m in summary["moved"]:
+        t.add_row(
+            m["vm"],
+            m["host"],
+            "[green]moved[/]",
+            f"{(m['bytes'] or 0) / GiB:,.1f}",
+            f"{m['seconds'] or 0:,.1f}",
+            "",
+        )
+    for key, label in (
+        ("deferred", "[yellow]deferred[/]"),
+        ("blocked", "[yellow]blocked[/]"),
+        ("failed", "[red]failed[/]"),
+    ):
+        for m in summary[key]:
+            t.add_row(m["vm"], m["host"], label, "", "", m["reason"])
+    out.print(t)
+    out.print(
+        f"{len(summary['moved'])} moved, {summary['bytes'] / GiB:,.1f} GiB, mean "
+        f"{summary['mean_mbps'] or 0:,.0f} MB/s"
+    )
 
 
 def _prefect() -> str:
