@@ -221,6 +221,8 @@ class Engine:
         return self.throttles.setdefault(vol.root.lower() + "|" + vol.dir, Throttle())
 
     def start_guests(self) -> None:
+        if not self.estate.settings.guests:
+            return
         for vm in self.estate.data.vms:
             if vm.state == "Running" and vm.id not in self.guests:
                 guest = Guest(self, vm.id)

@@ -83,6 +83,7 @@ class LabSettings(BaseModel):
     rate_scale: float = 1.0  # multiplies every volume's bandwidth; 0 turns throttling off
     odx_speedup: float = 8.0  # how much faster a copy inside one ODX array is
     job_retention_s: float = 300.0  # Msvm_MigrationJob TimeBeforeRemoval
+    guests: bool = True  # running VMs' guest writers (off for estates of thousands of VMs)
     username: str = "labadmin"
     https: bool = True
 
