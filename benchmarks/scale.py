@@ -73,7 +73,7 @@ def main() -> None:
                     for vm in next(h for h in hosts if h.name == host).vms:
                         req = MoveRequest(host=host, vm=vm.id, destination=f"E:\\VMs\\{vm.name}")
                         report = prechecks.run(
-                            client, req, prechecks.Options(probe_mib=args.probe_mib)
+                            client, req, prechecks.Options(probe_mib=args.probe_mib), vm_id=vm.id
                         ).report
                         ok += report.ok
                 return ok

@@ -244,6 +244,7 @@ def precheck_all(
                 options_for(cfg, req),
                 reserved if reserve else None,
                 attempts.get(move_id(move)),
+                vm_id=move.vm.id,
             ).report
             if report.ok and reserve:
                 for key, need in report.needed_by_volume.items():

@@ -61,7 +61,7 @@ def run_prechecks(
     ours = prechecks.OwnAttempt(
         job_id=record.job_id, destinations=list(before.get("destinations", []))
     )
-    outcome = prechecks.run(client, request, options, reserved, ours)
+    outcome = prechecks.run(client, request, options, reserved, ours, vm_id=record.vm_id)
     report = outcome.report
     fields: dict[str, Any] = {"precheck": report.model_dump(mode="json")}
     if not report.already_done:

@@ -231,6 +231,7 @@ class LabScripts:
 
     def volume_info(self, host: str, p: dict[str, Any]) -> models.VolumeReport:
         out = []
+        free: dict[str, int] = {}  # one walk of each volume per call, however many paths
         paths = _as_list(p.get("Path"))
         if not paths:  # every volume the host has (local and CSV; shares only when named)
             paths = [
@@ -243,6 +244,8 @@ class LabScripts:
                 vol = self.estate.volume_of(host, path)
             except PathError as exc:
                 raise ScriptFailed(str(exc), "PathNotFound", "ObjectNotFound") from None
+            if vol.dir not in free:
+                free[vol.dir] = self.estate.free_bytes(vol)
             out.append(
                 models.VolumeInfo(
                     path=path,
@@ -251,7 +254,7 @@ class LabScripts:
                     kind=vol.kind,  # type: ignore[arg-type]
                     file_system=vol.file_system,
                     capacity=vol.capacity,
-                    free=self.estate.free_bytes(vol),
+                    free=free[vol.dir],
                     label=vol.label,
                 )
             )
@@ -318,14 +321,14 @@ class LabScripts:
                 while remaining > 0:
                     n = min(1024 * 1024, remaining)
                     fh.write(os.urandom(n))
-                    throttle.take(n * scale, rate)
+                    throttle.take(logical * n / real, rate)  # the logical bytes, not the floor
                     remaining -= n
                 fh.flush()
                 os.fsync(fh.fileno())
             t1 = time.perf_counter()
             with open(target, "rb") as fh:
                 while chunk := fh.read(1024 * 1024):
-                    throttle.take(len(chunk) * scale, rate)
+                    throttle.take(logical * len(chunk) / real, rate)
             t2 = time.perf_counter()
         finally:
             target.unlink(missing_ok=True)
