@@ -516,6 +516,7 @@ def _move_row(r: dict[str, Any], lost_writes: int | None = None) -> dict[str, An
         "verified": bool(r.get("verified")),
         "source_removed": bool(r.get("source_removed")),
         "reason": r.get("reason", ""),
+        "blockers": r.get("blockers", []),
     }
     if lost_writes is not None:
         row["lost_writes"] = lost_writes
@@ -544,11 +545,7 @@ def _print_moves(rows: list[dict[str, Any]]) -> None:
         if "lost_writes" in r:
             cells.append(str(r["lost_writes"]))
         # the table names the failed checks; the details are in the prechecks table and the JSON
-        cells.append(
-            "; ".join(part.split(":", 1)[0] for part in r["reason"].split("; "))
-            if r["reason"]
-            else ""
-        )
+        cells.append(", ".join(r["blockers"]) if r.get("blockers") else r["reason"])
         t.add_row(*cells)
     out.print(t)
 

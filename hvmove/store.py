@@ -345,5 +345,10 @@ def record_as_dict(r: MoveRecord, steps: dict[str, str] | None = None) -> dict[s
         "verified": r.verified,
         "source_removed": r.source_removed,
         "flow_run_id": r.flow_run_id,
+        "blockers": [
+            c["name"] for c in (r.precheck or {}).get("checks", []) if c.get("status") == "fail"
+        ]
+        if r.status == "blocked"
+        else [],
         "steps": steps or {},
     }

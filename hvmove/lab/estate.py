@@ -121,7 +121,10 @@ class Estate:
     @classmethod
     def load(cls, lab_dir: Path) -> Estate:
         raw = json.loads((lab_dir / "estate.json").read_text(encoding="utf-8"))
-        return cls(lab_dir, EstateData.model_validate(raw))
+        estate = cls(lab_dir, EstateData.model_validate(raw))
+        for vol in estate.data.volumes:  # a volume's root exists even when nothing is on it
+            (lab_dir / vol.dir).mkdir(parents=True, exist_ok=True)
+        return estate
 
     def save(self) -> None:
         with self.lock:
