@@ -82,15 +82,19 @@ async def nightly(
     cancel_overrun: bool = False,
     poll_seconds: float = 5.0,
     batch_id: str | None = None,
+    margin_minutes: float | None = None,
 ) -> dict[str, Any]:
     """PLAN is a plan file; WINDOW 'HH:MM-HH:MM' in TIMEZONE (defaults from the config), or
-    'now' for a window that starts now and lasts a day."""
+    'now' for a window that starts now and lasts a day; no move is planned to end (at P90)
+    later than MARGIN_MINUTES before the window's end."""
     log = get_run_logger()
     cfg = load(config)
     store = Store(cfg.store_url())
     d = cfg.defaults
     batch_id = batch_id or _now().strftime("night-%Y%m%dT%H%M")
-    margin = timedelta(minutes=d.window_margin_minutes)
+    margin = timedelta(
+        minutes=d.window_margin_minutes if margin_minutes is None else margin_minutes
+    )
     win = batch.any_window(window or d.window, _now(), timezone or d.timezone, margin)
     moves, inventories = batch.load_and_resolve(cfg, plan, store)
     reports = precheck_task(cfg, moves, store)

@@ -166,10 +166,23 @@ def night_inputs(
 
 
 def any_window(text: str | None, now: datetime, tz: str, margin: timedelta) -> planner.Window:
-    """A window from 'HH:MM-HH:MM', or for None/'now' one that starts now and lasts a day."""
-    if not text or text == "now":
-        return planner.Window(start=now, end=now + timedelta(days=1), margin=margin)
-    return parse_window(text, now, tz, margin)
+    """A window from 'HH:MM-HH:MM'; 'now' starts now and lasts a day, 'now+90' 90 minutes."""
+    if text and text.startswith("now+"):
+        try:
+            minutes = float(text[4:])
+        except ValueError:
+            raise ConfigError(f"window {text!r}: expected now+MINUTES, e.g. now+90") from None
+        end = now + timedelta(minutes=minutes)
+    elif not text or text == "now":
+        end = now + timedelta(days=1)
+    else:
+        return parse_window(text, now, tz, margin)
+    if end - margin <= now:
+        raise ConfigError(
+            f"window {text!r} ends before its safety margin of {margin.total_seconds() / 60:g} "
+            "minutes; give a longer window or a smaller margin (--margin / window_margin_minutes)"
+        )
+    return planner.Window(start=now, end=end, margin=margin)
 
 
 def load_and_resolve(

@@ -322,6 +322,10 @@ WindowOpt = Annotated[
     ),
 ]
 TzOpt = Annotated[str | None, typer.Option("--timezone", help="IANA name (default: the config's)")]
+MarginOpt = Annotated[
+    float | None,
+    typer.Option("--margin", help="minutes before the window's end by which moves must finish"),
+]
 
 
 @app.command("plan")
@@ -331,6 +335,7 @@ def plan_cmd(
     config: ConfigOpt = None,
     window: WindowOpt = None,
     timezone: TzOpt = None,
+    margin: MarginOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The night's schedule for a plan, without moving anything: start and P90 finish of each
@@ -347,7 +352,10 @@ def plan_cmd(
     d = cfg.defaults
     now = datetime.now(UTC)
     win = any_window(
-        window or d.window, now, timezone or d.timezone, timedelta(minutes=d.window_margin_minutes)
+        window or d.window,
+        now,
+        timezone or d.timezone,
+        timedelta(minutes=d.window_margin_minutes if margin is None else margin),
     )
     moves, inventories = load_and_resolve(cfg, plan, store)
     reports = precheck_all(cfg, moves, reserve=False, store=store)
@@ -418,9 +426,11 @@ def migrate(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     window: Annotated[
-        str, typer.Option("--window", help="HH:MM-HH:MM, or 'now' (24 h from now)")
+        str,
+        typer.Option("--window", help="HH:MM-HH:MM, 'now' (24 h from now) or 'now+MINUTES'"),
     ] = "now",
     timezone: TzOpt = None,
+    margin: MarginOpt = None,
     poll: Annotated[float, typer.Option(help="seconds between progress polls")] = 2.0,
 ) -> None:
     """Run the plan's moves through Prefect (the nightly-migrations flow with each move a
@@ -442,6 +452,7 @@ def migrate(
             config=str(cfg.path),
             window=window,
             timezone=timezone,
+            margin_minutes=margin,
             poll_seconds=poll,
             return_state=True,
         )

@@ -1,0 +1,187 @@
+"""The nightly batch against the lab: the schedule, the window, overrun cancellation, and the
+inventory flow and history export that feed capacity analysis."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hvmove.cli import app
+from hvmove.store import Store
+from tests.conftest import Lab, make_lab
+
+PLAN = (
+    "moves:\n"
+    "  - {host: hv01, vm: web01, destination: 'F:\\VMs\\web01'}\n"
+    "  - {host: hv01, vm: sql01, destination: 'F:\\VMs\\sql01'}\n"
+    "  - {host: hv01, vm: iso01, destination: 'E:\\VMs\\iso01'}\n"
+    "  - {host: hv02, vm: dc01, destination: 'E:\\VMs\\dc01'}\n"
+)
+
+
+def write_plan(lab: Lab, text: str = PLAN) -> Path:
+    path = lab.dir / "plan.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_plan_command_schedules_defers_and_blocks(lab: Lab) -> None:
+    plan = write_plan(lab)
+    runner = CliRunner()
+    wide = runner.invoke(
+        app,
+        ["plan", str(plan), "--config", str(lab.dir / "hvmove.yaml"), "--window", "now", "--json"],
+    )
+    assert wide.exit_code == 0, wide.output
+    data = json.loads(wide.output)
+    assert sorted(m["vm"] for m in data["admitted"]) == ["dc01", "sql01", "web01"]
+    assert [b["vm"] for b in data["blocked"]] == ["iso01"]
+    starts = {m["vm"]: m["start"] for m in data["admitted"]}
+    assert all(m["finish_p90"] <= data["window"][2] for m in data["admitted"])
+    # a short window admits what fits at P90 and says why the rest waits
+    tight = runner.invoke(
+        app,
+        [
+            "plan",
+            str(plan),
+            "--config",
+            str(lab.dir / "hvmove.yaml"),
+            "--window",
+            "now+0.15",
+            "--margin",
+            "0",
+            "--json",
+        ],
+    )
+    assert tight.exit_code == 0, tight.output
+    deferred = json.loads(tight.output)["deferred"]
+    assert deferred and all(d["reason"] == "window" for d in deferred)
+    assert "at P90" in deferred[0]["detail"]
+    assert starts  # nothing was moved by planning
+    assert Store(lab.config.store_url()).moves() == []
+
+
+@pytest.mark.slow
+def test_nightly_defers_what_the_window_cannot_fit(prefect_api: str, tmp_path: Path) -> None:
+    from flows.nightly import nightly
+
+    lab = make_lab(tmp_path, rate_scale=4)  # F: at 1 GB/s: web01 ~25 s, sql01 ~75 s
+    plan = write_plan(lab)
+    summary = asyncio.run(
+        nightly(
+            plan=str(plan),
+            config=str(lab.dir / "hvmove.yaml"),
+            window="now+1",
+            margin_minutes=0,
+            poll_seconds=0.3,
+        )
+    )
+    lab.server.stop()
+    moved = {m["vm"] for m in summary["moved"]}
+    deferred = {m["vm"]: m["reason"] for m in summary["deferred"]}
+    assert "sql01" in deferred and "window" in deferred["sql01"]  # ~69 GiB: too long at P90
+    assert {"web01", "dc01"} <= moved
+    assert [b["vm"] for b in summary["blocked"]] == ["iso01"]
+    assert summary["failed"] == []
+    records = {r.vm_name: r for r in Store(lab.config.store_url()).moves()}
+    assert "sql01" not in records  # a deferred move is not started at all
+    assert records["web01"].batch == records["dc01"].batch
+
+
+@pytest.mark.slow
+def test_nightly_cancels_a_move_that_would_overrun(prefect_api: str, tmp_path: Path) -> None:
+    from flows.nightly import nightly
+
+    lab = make_lab(tmp_path, rate_scale=8)
+    try:
+        plan = write_plan(lab, "moves:\n  - {host: hv01, vm: web01, destination: 'F:\\VMs\\w'}\n")
+        web = lab.vm("web01")
+
+        async def night() -> dict:
+            task = asyncio.create_task(
+                nightly(
+                    plan=str(plan),
+                    config=str(lab.dir / "hvmove.yaml"),
+                    window="now+1.5",
+                    margin_minutes=0,
+                    cancel_overrun=True,
+                    poll_seconds=0.3,
+                )
+            )
+            while not lab.server.engine.jobs_of(web.id):
+                await asyncio.sleep(0.1)
+            # the storage array slows down after the start: at this pace it ends long after
+            lab.server.control("settings", {"rate_scale": 0.5})
+            return await task
+
+        summary = asyncio.run(night())
+        assert summary["moved"] == []
+        assert [f["vm"] for f in summary["failed"]] == ["web01"]
+        job = lab.server.engine.jobs_of(web.id)[0]
+        assert job.state == "Terminated"
+        with lab.client() as client:  # safely cancelled: still on the source, nothing left behind
+            assert client.vm_paths(web.id).disk_paths[0].startswith("D:\\")
+        assert not [p for p in (lab.dir / "hosts/hv01/F").rglob("*") if p.is_file()]
+    finally:
+        lab.server.stop()
+
+
+@pytest.mark.slow
+def test_inventory_flow_records_a_snapshot(prefect_api: str, lab: Lab) -> None:
+    from flows.inventory import inventory_snapshot
+    from hvmove import analysis
+
+    result = inventory_snapshot(config=str(lab.dir / "hvmove.yaml"))
+    assert result["hosts"] == 2 and result["failed"] == []
+    fill = analysis.volume_fill(lab.config.store_url())
+    assert {"hv01", "hv02"} == set(fill["host"])
+    growth = analysis.vm_growth(lab.config.store_url())
+    assert set(growth["vm_name"]) == {"web01", "sql01", "app01", "iso01", "dc01"}
+
+
+def test_history_export_json_and_csv(lab: Lab) -> None:
+    from hvmove import pipeline, prechecks
+    from hvmove.models import MoveRequest
+
+    store = Store(lab.config.store_url())
+    req = MoveRequest(host="hv01", vm="web01", destination="E:\\VMs\\web01")
+    record = store.open_move(
+        host="hv01", vm_id=lab.vm("web01").id, vm_name="web01", request=req.model_dump(mode="json")
+    )
+    with lab.client() as c:
+        for step, run in (
+            (
+                "prechecks",
+                lambda: pipeline.run_prechecks(
+                    c, store, record.id, req, prechecks.Options(probe_mib=8)
+                ),
+            ),
+            ("copy", lambda: pipeline.run_copy(c, store, record.id, req, poll_s=0.05)),
+        ):
+            store.step_started(record.id, step)
+            run()
+            store.step_ended(record.id, step, "completed")
+    store.finish(record.id, "completed")
+    runner = CliRunner()
+    config = str(lab.dir / "hvmove.yaml")
+    as_json = json.loads(runner.invoke(app, ["history", "--config", config, "--json"]).output)
+    row = as_json["moves"][0]
+    assert (row["vm"], row["status"], row["destination"]) == (
+        "web01",
+        "completed",
+        "E:\\VMs\\web01",
+    )
+    assert row["bytes"] > 0 and row["copy_seconds"] > 0 and row["odx"] is True
+    assert row["steps"] == {"prechecks": "completed", "copy": "completed"}
+    rows = list(
+        csv.DictReader(
+            io.StringIO(runner.invoke(app, ["history", "--config", config, "--csv"]).output)
+        )
+    )
+    assert rows[0]["vm"] == "web01" and rows[0]["steps"] == "prechecks=completed;copy=completed"
