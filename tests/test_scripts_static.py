@@ -473,3 +473,20 @@ def test_accepts_local_functions_splats_aliases_and_colon_values() -> None:
     )
     assert syntax_errors(text) == []
     assert command_problems(text) == []
+
+
+def test_shared_helper_functions_are_identical_everywhere() -> None:
+    """Each script is sent alone, so helpers are copied into every script that needs them
+    (a script stays reviewable and runnable on its own). The copies must not drift: a fix to
+    one is a fix to all, and this test names the files that still need it."""
+    import collections
+    import re
+
+    copies: dict[str, dict[str, str]] = collections.defaultdict(dict)
+    for path in sorted(SCRIPTS.glob("*.ps1")):
+        text = path.read_text(encoding="utf-8")
+        for m in re.finditer(r"^function ([\w-]+).*?^}[ \t]*$", text, re.M | re.S):
+            copies[m.group(1)][path.name] = m.group(0)
+    drifted = {name: sorted(by) for name, by in copies.items() if len(set(by.values())) > 1}
+    assert not drifted, f"helper functions differ between scripts: {drifted}"
+    assert any(len(by) > 1 for by in copies.values())  # the check has something to compare
