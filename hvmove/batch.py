@@ -276,4 +276,5 @@ def options_for(cfg: Config, request: MoveRequest) -> prechecks.Options:
     return prechecks.Options(
         headroom_percent=d.headroom_percent if headroom is None else headroom,
         probe_mib=request.probe_mib or d.probe_mib,
+        allow_checkpoints=d.allow_checkpoints,
     )

@@ -86,6 +86,7 @@ class Defaults(Strict):
     headroom_percent: float = Field(10.0, ge=0, le=90)
     probe_mib: int = Field(64, ge=1, le=4096)
     keep_source_until_verified: bool = True
+    allow_checkpoints: bool = True  # false: a VM with checkpoints is blocked (merge them first)
     # concurrent moves per volume, reading from it and writing to it (the host's own limit is
     # MaximumStorageMigrations, capped by a host entry's max_storage_migrations)
     moves_per_source_volume: int = Field(2, ge=1, le=64)

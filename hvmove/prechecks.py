@@ -189,7 +189,7 @@ def _blockers(
                 f"({len(plan.vhds)} files) moves with the VM",
                 remedy="delete or merge checkpoints first to move less"
                 if status == "warn"
-                else "merge the checkpoints, or allow checkpoints in the options",
+                else "merge the checkpoints (or set defaults.allow_checkpoints: true)",
                 numbers={"checkpoints": len(vm.checkpoints)},
             )
         )

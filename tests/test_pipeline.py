@@ -51,6 +51,11 @@ def test_prechecks_block_iso_and_warn_checkpoints(client) -> None:
         client, MoveRequest(host="hv01", vm="app01", destination="E:\\x"), OPTS
     ).report
     assert cp.ok and "checkpoints" in names(cp, "warn")
+    strict = prechecks.Options(headroom_percent=10, probe_mib=16, allow_checkpoints=False)
+    refused = prechecks.run(
+        client, MoveRequest(host="hv01", vm="app01", destination="E:\\x"), strict
+    ).report
+    assert "checkpoints" in names(refused, "fail")
 
 
 def test_prechecks_block_passthrough_and_shared_disks(tmp_path: Path) -> None:
