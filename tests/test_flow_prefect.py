@@ -4,6 +4,7 @@ runs, artifacts, events), and a process killed mid-move is finished by a rerun."
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -90,6 +91,26 @@ def test_move_is_visible_in_prefect(prefect_api: str, lab: Lab) -> None:
     assert done["resource"]["hvmove.host"] == "hv01" and done["resource"]["hvmove.vm"] == "web01"
     assert done["payload"]["bytes"] == record.bytes_total > 0
     assert done["payload"]["verified"] is True
+    # the host's password reaches WinRM only: not the run's parameters, logs, artifacts, events
+    # or the store
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from hvmove.credentials import read_env_file
+
+    password = read_env_file(lab.dir / ".env")["HVMOVE_LAB_PASSWORD"]
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    assert len(logs) > 10
+    seen = [
+        json.dumps(run.parameters),
+        *(log.message for log in logs),
+        *(json.dumps(a.data) for a in artifacts),
+        json.dumps(events),
+    ]
+    seen.append(
+        Path(lab.config.store_url().removeprefix("sqlite:///")).read_bytes().decode("latin-1")
+    )
+    assert not [text for text in seen if password in text]
 
 
 def test_blocked_move_fails_before_anything_changes(prefect_api: str, lab: Lab) -> None:
