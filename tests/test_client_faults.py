@@ -122,3 +122,12 @@ def test_deadline_stops_a_call_and_says_maybe_ran(tmp_path) -> None:
             assert client.host_facts().name == "HV01"
     finally:
         lab.server.stop()
+
+
+def test_non_terminating_error_fails_the_call(client, lab: Lab) -> None:
+    """pypsrp sets had_errors only for a throw; a Write-Error must fail the call too."""
+    lab.server.scripts.write_errors["Get-HostFacts"] = "Get-VMHost : access is denied"
+    with pytest.raises(e.ScriptError, match="access is denied"):
+        client.host_facts()
+    lab.server.scripts.write_errors.clear()
+    assert client.host_facts().name == "HV01"

@@ -57,6 +57,8 @@ class LabScripts:
         }
         self.calls: list[tuple[str, str, dict[str, Any]]] = []  # (host, script, params) for tests
         self.delays: dict[str, float] = {}  # script -> seconds: a host slow to answer that script
+        # script -> message: the script also writes a non-terminating error (like Write-Error)
+        self.write_errors: dict[str, str] = {}
 
     # -- dispatch --------------------------------------------------------------------------------
     def dispatch(self, inv: Invocation) -> str:
@@ -73,6 +75,8 @@ class LabScripts:
         self.calls.append((inv.host, name, params))
         if self.delays.get(name):
             time.sleep(self.delays[name])
+        if name in self.write_errors:
+            inv.errors.append(self.write_errors[name])
         result = self.handlers[name](inv.host, params)
         return result.model_dump_json()
 

@@ -111,6 +111,8 @@ class Invocation:
     params: dict[str, Any]
     args: list[Any]
     warnings: list[str] = field(default_factory=list)
+    # non-terminating errors (Write-Error): the pipeline still completes, had_errors stays False
+    errors: list[str] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -629,6 +631,13 @@ class WSManEndpoint:
             try:
                 for warning in inv.warnings:
                     pipe.ps.write_warning(str(warning))
+                for error in inv.errors:
+                    pipe.ps.write_error(
+                        NETException(Message=str(error)),
+                        ErrorCategoryInfo(Category=ErrorCategory.NotSpecified),
+                        None,
+                        "Microsoft.PowerShell.Commands.WriteErrorException",
+                    )
                 if failure is None:
                     for value in outputs:
                         pipe.ps.write_output(value)
