@@ -53,7 +53,10 @@ def follow(
         try:
             job = client.move_status(vm_id).job
         except TransientError:
-            job = last  # a blip: keep polling from fresh calls
+            # a blip says nothing about the job: ask again from a fresh call, never conclude
+            # "no job" (that would read as a finished or vanished move)
+            time.sleep(poll_s)
+            continue
         if job is None:
             return last
         if on_progress is not None:
@@ -62,11 +65,11 @@ def follow(
             return job
         if deadline is not None and time.monotonic() > deadline:
             return job
-        time.sleep(_next_poll(job, last, poll_s))
+        time.sleep(_next_poll(job, poll_s))
         last = job
 
 
-def _next_poll(job: models.MoveJob, previous: models.MoveJob | None, poll_s: float) -> float:
+def _next_poll(job: models.MoveJob, poll_s: float) -> float:
     """Poll at the given interval, but look again sooner when the job should end before then,
     so that the end of a move is noticed within a tenth of the interval."""
     if job.percent_complete <= 0 or job.elapsed_seconds <= 0:

@@ -16,7 +16,7 @@ from typing import Any
 from hvmove import models, prechecks
 from hvmove.errors import HvmoveError
 from hvmove.hyperv.client import HostClient
-from hvmove.hyperv.errors import HostBusy, MaybeRanError, TransientError
+from hvmove.hyperv.errors import HostBusy, MaybeRanError
 from hvmove.layout import layout, norm, source_folders
 from hvmove.models import MoveRequest, PrecheckReport, VMInfo
 from hvmove.moves import follow, start_or_attach
@@ -349,7 +349,3 @@ def run_cleanup(client: HostClient, store: Store, move_id: str) -> dict[str, Any
     evidence = report.model_dump(mode="json")
     store.update(move_id, cleanup=evidence, source_removed=removed_all)
     return evidence
-
-
-def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, TransientError)

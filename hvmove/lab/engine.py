@@ -13,13 +13,11 @@ import contextlib
 import logging
 import os
 import random
-import shutil
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 from typing import BinaryIO
 
 from hvmove import models
@@ -467,20 +465,3 @@ class Engine:
         finally:
             if guest is not None:
                 guest.pause.clear()
-
-
-def win_join(*parts: str) -> str:
-    return str(PureWindowsPath(*parts))
-
-
-def copy_plain(src: Path, dst: Path) -> None:
-    """The baseline for the copy benchmark: what a plain file copy costs on this disk."""
-    shutil.copyfile(src, dst)
-
-
-def crc_file(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            crc = zlib.crc32(chunk, crc)
-    return crc
