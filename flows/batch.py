@@ -45,7 +45,7 @@ def run_sequentially(
                 return_state=True,
             )
         )
-        record = _latest(store, req.host, move.vm.id)
+        record = store.latest(req.host, move.vm.id)
         row = (
             record_as_dict(record, store.step_states(record.id))
             if record
@@ -57,10 +57,3 @@ def run_sequentially(
         if on_done is not None:
             on_done(row)
     return results
-
-
-def _latest(store: Store, host: str, vm_id: str) -> Any:
-    for r in store.moves():
-        if r.host.lower() == host.lower() and r.vm_id == vm_id:
-            return r
-    return None

@@ -213,14 +213,7 @@ def _outcome(store: Store, move: ResolvedMove, job: asyncio.Future[Any]) -> dict
         message = state.message if state is not None else ""
     except Exception as exc:  # the subflow raised: the record has the step and reason
         message = str(exc)
-    record = next(
-        (
-            r
-            for r in store.moves()
-            if r.host.lower() == move.request.host.lower() and r.vm_id == move.vm.id
-        ),
-        None,
-    )
+    record = store.latest(move.request.host, move.vm.id)
     row = (
         record_as_dict(record, store.step_states(record.id))
         if record

@@ -242,8 +242,10 @@ def _destinations(
     for extra in (plan.snapshot, plan.smart_paging):
         if extra:
             wants.append((extra, 0))
+    source_path = next(iter(plan.vhds), vm.configuration_location)
     try:
-        volumes = client.volumes([p for p, _ in wants]).volumes
+        # one call for the destinations and the source: the source's volume is known to exist
+        *volumes, source = client.volumes([*(p for p, _ in wants), source_path]).volumes
     except PermanentError as exc:
         add(
             Check(
@@ -254,8 +256,7 @@ def _destinations(
             )
         )
         return
-    sources = client.volumes([next(iter(plan.vhds), vm.configuration_location)]).volumes
-    report.source_volume = volume_key(client.name, sources[0]) if sources else ""
+    report.source_volume = volume_key(client.name, source)
     needed: dict[str, int] = defaultdict(int)
     info: dict[str, models.VolumeInfo] = {}
     for (_, size), vol in zip(wants, volumes, strict=True):

@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     create_engine,
+    func,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -283,6 +284,15 @@ class Store:
             for r in rows:
                 _ = r.steps
             return rows
+
+    def latest(self, host: str, vm_id: str) -> MoveRecord | None:
+        """The newest move record of one VM on one host."""
+        with self.session() as s:
+            return s.scalars(
+                select(MoveRecord)
+                .where(func.lower(MoveRecord.host) == host.lower(), MoveRecord.vm_id == vm_id)
+                .order_by(MoveRecord.created_at.desc())
+            ).first()
 
     def step_states(self, move_id: str) -> dict[str, str]:
         """Final state of each step (the newest row per step)."""
