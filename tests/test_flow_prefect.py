@@ -98,8 +98,16 @@ def test_move_is_visible_in_prefect(prefect_api: str, lab: Lab) -> None:
     from hvmove.credentials import read_env_file
 
     password = read_env_file(lab.dir / ".env")["HVMOVE_LAB_PASSWORD"]
+    # logs reach the server through Prefect's batching log worker, some time after the run ends
+    deadline = time.monotonic() + 20
     with get_client(sync_client=True) as client:
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+        while True:
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
+            )
+            if len(logs) > 10 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     assert len(logs) > 10
     seen = [
         json.dumps(run.parameters),
