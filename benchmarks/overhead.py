@@ -78,6 +78,7 @@ def main() -> None:
                 move_s = (job.ended or time.time()) - job.started
                 if i:
                     rows.append((name, wall, move_s))
+            steps = _step_seconds(cfg.store_url(), names)
         finally:
             server.stop()
     for name, wall, move_s in rows:
@@ -88,8 +89,27 @@ def main() -> None:
         f"mean flow {statistics.mean(r[1] for r in rows):.2f} s, mean lab move "
         f"{statistics.mean(r[2] for r in rows):.2f} s over {len(rows)} moves"
     )
+    print(
+        "mean step time (store): "
+        + ", ".join(f"{step} {statistics.mean(v):.2f} s" for step, v in steps.items())
+    )
     overhead = statistics.mean(r[1] - r[2] for r in rows)
     print(f"overhead_per_move_s={overhead:.2f}")
+
+
+def _step_seconds(store_url: str, names: list[str]) -> dict[str, list[float]]:
+    """Each step's duration as the store recorded it, to show where the overhead goes."""
+    from hvmove.store import Store
+
+    out: dict[str, list[float]] = {}
+    for record in Store(store_url).moves():
+        if record.vm_name not in names:
+            continue
+        for step in record.steps:
+            if step.ended_at is not None:
+                seconds = (step.ended_at - step.started_at).total_seconds()
+                out.setdefault(step.step, []).append(seconds)
+    return out
 
 
 if __name__ == "__main__":
