@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
-from hvmove import pipeline
+from hvmove import pipeline, shared_storage
 from hvmove.batch import options_for
 from hvmove.config import Config, load
 from hvmove.hyperv.client import open_client
@@ -148,7 +148,8 @@ def run_move(
             verify_task(client, store, move_id, request.vm)
             _step_done(store, move_id, client.name, request.vm, vm_id, "verify")
             step = "cleanup"
-            cleanup_task(client, store, move_id, request.vm)
+            with shared_storage.asker(cfg) as ask:
+                cleanup_task(client, store, move_id, request.vm, cfg.hosts, ask)
             _step_done(store, move_id, client.name, request.vm, vm_id, "cleanup")
         except pipeline.Blocked as exc:
             store.finish(move_id, "blocked", str(exc))
@@ -258,6 +259,11 @@ def _report(store: Store, move_id: str) -> None:
                 or "nothing"
             ),
         ]
+        if r.cleanup.get("kept"):
+            lines += ["", "Source files kept because a VM still uses them:", ""]
+            lines += [f"- `{k['path']}`: {k['reason']}" for k in r.cleanup["kept"]]
+        if r.cleanup.get("asked"):
+            lines.append(f"\nHosts asked before deleting: {', '.join(r.cleanup['asked'])}")
     create_markdown_artifact(
         key=artifact_key("move-report", r.host, r.vm_name),
         markdown="\n".join(lines),

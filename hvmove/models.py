@@ -45,6 +45,8 @@ class HostFacts(Model):
     virtual_hard_disk_path: str
     virtual_machine_path: str
     cluster_name: str | None = None
+    # every node of the failover cluster, this one included; empty when not clustered
+    cluster_nodes: list[str] = []
     running_storage_moves: int = 0
 
 
@@ -238,6 +240,16 @@ class RemoveReport(Model):
     refused: list[Refusal] = []
     folders_removed: list[str] = []
     folders_kept: list[Refusal] = []
+
+
+# --- Find-PathReferences.ps1 ---------------------------------------------------------------------
+class PathReferences(Model):
+    """Which of the given files and folders this host's VMs use: cleanup asks every host that can
+    see a shared volume before it deletes there, since each host only knows its own VMs."""
+
+    host: str
+    files: list[Refusal] = []  # a file some VM references (disk, parent in a chain, ISO, config)
+    folders: list[Refusal] = []  # a folder holding a VM location or a referenced file
 
 
 # --- plans: what an admin asks for ---------------------------------------------------------------

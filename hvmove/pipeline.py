@@ -13,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hvmove import models, prechecks
+from hvmove import models, prechecks, shared_storage
+from hvmove.config import HostConfig
 from hvmove.errors import HvmoveError
 from hvmove.hyperv.client import HostClient
 from hvmove.hyperv.errors import HostBusy, MaybeRanError
 from hvmove.layout import layout, norm, source_folders
-from hvmove.models import MoveRequest, PrecheckReport, VMInfo
+from hvmove.models import MoveRequest, PathReferences, PrecheckReport, VMInfo
 from hvmove.moves import follow, start_or_attach
 from hvmove.store import Store
 
@@ -329,7 +330,16 @@ def _parent_ok(
 
 
 # -- 5. source cleanup ----------------------------------------------------------------------------
-def run_cleanup(client: HostClient, store: Store, move_id: str) -> dict[str, Any]:
+def run_cleanup(
+    client: HostClient,
+    store: Store,
+    move_id: str,
+    *,
+    hosts: list[HostConfig] | None = None,
+    ask: shared_storage.Ask | None = None,
+) -> dict[str, Any]:
+    """Delete the verified move's source files and the folders it left empty. Whatever a VM still
+    uses (this host's, or on shared storage another configured host's) is kept and listed."""
     record = store.get(move_id)
     if not record.verified:
         raise StepFailed("refusing to clean up: the destination is not verified")
@@ -338,14 +348,36 @@ def run_cleanup(client: HostClient, store: Store, move_id: str) -> dict[str, Any
     vm_before = before.get("vm")
     folders = source_folders(VMInfo.model_validate(vm_before), sources) if vm_before else []
     try:
-        report = client.remove_files(sources, folders)
+        used = shared_storage.in_use(
+            client,
+            client.host_facts(),
+            hosts if hosts is not None else [client.host],
+            sources,
+            folders,
+            ask or _no_peers,
+        )
+    except shared_storage.UnknownClusterNode as exc:
+        raise StepFailed(str(exc)) from exc
+    kept_files, kept_folders = used.file_paths(), used.folder_paths()
+    to_remove = [p for p in sources if p.lower() not in kept_files]
+    to_prune = [f for f in folders if f.lower() not in kept_folders]
+    try:
+        report = client.remove_files(to_remove, to_prune)
     except MaybeRanError:
-        report = client.remove_files(sources, folders)  # idempotent: absent files are reported
+        report = client.remove_files(to_remove, to_prune)  # idempotent: absent files are reported
     if report.refused:
+        # every user was asked just before: a refusal now is a change under our feet
         raise StepFailed(
             "cleanup refused: " + "; ".join(f"{r.path}: {r.reason}" for r in report.refused)
         )
     removed_all = all(norm(p) in {norm(x) for x in report.removed + report.absent} for p in sources)
+    report.folders_kept += used.folders
     evidence = report.model_dump(mode="json")
+    evidence["kept"] = [r.model_dump(mode="json") for r in used.files]
+    evidence["asked"] = used.asked
     store.update(move_id, cleanup=evidence, source_removed=removed_all)
     return evidence
+
+
+def _no_peers(name: str, files: list[str], folders: list[str]) -> PathReferences:
+    raise StepFailed(f"cleanup needs to ask {name}, and no way to reach other hosts was given")

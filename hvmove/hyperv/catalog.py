@@ -103,6 +103,13 @@ SPECS: dict[str, ScriptSpec] = {
             300,
             "delete files and emptied folders, refusing anything a VM references",
         ),
+        ScriptSpec(
+            "Find-PathReferences",
+            models.PathReferences,
+            False,
+            120,
+            "which of some files and folders this host's VMs use (read-only)",
+        ),
     ]
 }
 

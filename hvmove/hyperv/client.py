@@ -246,6 +246,11 @@ class HostClient:
             "Remove-StorageFiles", models.RemoveReport, Path=list(paths), Folder=list(folders)
         )
 
+    def find_references(self, paths: list[str], folders: list[str]) -> models.PathReferences:
+        return self.call(
+            "Find-PathReferences", models.PathReferences, Path=list(paths), Folder=list(folders)
+        )
+
     def start_move(
         self,
         vm_id: str,

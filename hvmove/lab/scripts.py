@@ -54,6 +54,7 @@ class LabScripts:
             "Get-VMStoragePaths": self.vm_paths,
             "Get-VHDFacts": self.vhd_facts,
             "Remove-StorageFiles": self.remove_files,
+            "Find-PathReferences": self.find_references,
         }
         self.calls: list[tuple[str, str, dict[str, Any]]] = []  # (host, script, params) for tests
         self.delays: dict[str, float] = {}  # script -> seconds: a host slow to answer that script
@@ -137,11 +138,12 @@ class LabScripts:
         return chain
 
     def _referenced(self, host: str) -> tuple[set[str], list[str]]:
-        """Every file any VM references (disks, parents, checkpoints, ISOs, config) and every
-        location folder, as normalised Windows paths."""
+        """Every file a VM of this host references (disks, parents, checkpoints, ISOs, config)
+        and every location folder, as normalised Windows paths. Like Get-VM on a real host, the
+        VMs of other hosts are not seen, even where they share a volume with this one."""
         files: set[str] = set()
         folders: list[str] = []
-        for vm in self.estate.data.vms:
+        for vm in self.estate.vms_on(host):
             for d in vm.drives:
                 if d.path and d.disk_number is None:
                     files.add(norm(d.path))
@@ -169,6 +171,11 @@ class LabScripts:
             virtual_hard_disk_path=h.virtual_hard_disk_path,
             virtual_machine_path=h.virtual_machine_path,
             cluster_name=h.cluster_name,
+            cluster_nodes=[
+                o.name.upper()
+                for o in self.estate.data.hosts
+                if h.cluster_name and o.cluster_name == h.cluster_name
+            ],
             running_storage_moves=self.engine.running_on(host),
         )
 
@@ -664,6 +671,24 @@ class LabScripts:
                     local.rmdir()
                     report.folders_removed.append(folder)
         return report
+
+    def find_references(self, host: str, p: dict[str, Any]) -> models.PathReferences:
+        out = models.PathReferences(host=self.estate.host(host).name.upper())
+        with self.estate.lock:
+            files, locations = self._referenced(host)
+            for path in _as_list(p.get("Path")):
+                if norm(path) in files:
+                    out.files.append(
+                        models.Refusal(path=path, reason="a virtual machine references this file")
+                    )
+            for folder in _as_list(p.get("Folder")):
+                key = norm(folder)
+                inside = [x for x in [*locations, *files] if x == key or x.startswith(key + "\\")]
+                if inside:
+                    out.folders.append(
+                        models.Refusal(path=folder, reason=f"{inside[0]!r} lies inside")
+                    )
+        return out
 
 
 def _as_list(value: Any) -> list[str]:

@@ -1,6 +1,7 @@
 # Get-HostFacts: what a storage-move plan needs to know about this Hyper-V host.
 # Prints one HostFacts document: computer name, OS version and caption, MaximumStorageMigrations,
 # the default VHD and VM folders, the failover cluster name (null when the host is not clustered)
+# with the names of its nodes (cleanup asks each of them before deleting on a cluster shared volume)
 # and how many storage migrations (Msvm_MigrationJob, JobType 307, JobState 2..6) are running.
 param()
 $ErrorActionPreference = 'Stop'
@@ -14,12 +15,20 @@ if (-not $name) { $name = [string]$env:COMPUTERNAME }
 # The FailoverClusters module may be absent; the MSCluster WMI namespace exists only on cluster
 # nodes, so an "invalid namespace" error simply means "not clustered".
 $clusterName = $null
+$clusterNodes = @()
 try {
     $cluster = Get-CimInstance -Namespace 'root\MSCluster' -ClassName MSCluster_Cluster -ErrorAction Stop |
         Select-Object -First 1
-    if ($cluster -and $cluster.Name) { $clusterName = [string]$cluster.Name }
+    if ($cluster -and $cluster.Name) {
+        $clusterName = [string]$cluster.Name
+        $clusterNodes = @(
+            Get-CimInstance -Namespace 'root\MSCluster' -ClassName MSCluster_Node -ErrorAction Stop |
+                ForEach-Object { [string]$_.Name }
+        )
+    }
 } catch {
     $clusterName = $null
+    $clusterNodes = @()
     if ([string]$_.Exception.NativeErrorCode -ne 'InvalidNamespace') {
         Write-Warning -Message "Cluster membership could not be read: $($_.Exception.Message)"
     }
@@ -38,6 +47,7 @@ $out = [pscustomobject]@{
     virtual_hard_disk_path     = [string]$vmHost.VirtualHardDiskPath
     virtual_machine_path       = [string]$vmHost.VirtualMachinePath
     cluster_name               = $clusterName
+    cluster_nodes              = @($clusterNodes)
     running_storage_moves      = [int]$running
 }
 ConvertTo-Json -InputObject $out -Depth 8 -Compress
