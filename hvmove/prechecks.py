@@ -247,12 +247,15 @@ def _destinations(
         # one call for the destinations and the source: the source's volume is known to exist
         *volumes, source = client.volumes([*(p for p, _ in wants), source_path]).volumes
     except PermanentError as exc:
+        shares = sorted({_share(p) for p, _ in wants if _share(p)})
         add(
             Check(
                 name="destination path",
                 status="fail",
                 detail=exc.detail,
-                remedy="give a path on a volume or share this host can reach",
+                remedy=double_hop_remedy(client.name, shares)
+                if shares
+                else "give a path on a volume or share this host can reach",
             )
         )
         return
@@ -395,12 +398,18 @@ def _speed(
     try:
         probe = client.bandwidth(folder, options.probe_mib)
     except (PermanentError, TransientError) as exc:
+        share = _share(folder)
         add(
             Check(
                 name="bandwidth",
                 status="warn",
                 detail=f"probe failed: {exc.detail}",
-                remedy="the ETA is unknown; check the destination is writable",
+                remedy="the ETA is unknown; "
+                + (
+                    double_hop_remedy(client.name, [share])
+                    if share and "denied" in exc.detail.lower()
+                    else "check the destination is writable"
+                ),
             )
         )
         return
@@ -421,6 +430,24 @@ def _speed(
                 "probe_mib": options.probe_mib,
             },
         )
+    )
+
+
+def _share(path: str) -> str:
+    """'\\\\fs01\\vmstore' for a UNC path, '' for any other."""
+    drive = PureWindowsPath(path).drive
+    return drive if drive.startswith("\\\\") else ""
+
+
+def double_hop_remedy(host: str, shares: list[str]) -> str:
+    servers = sorted({s.lstrip("\\").split("\\")[0] for s in shares})
+    return (
+        f"{host} reaches {', '.join(shares)} for a remote caller only with Kerberos delegation "
+        "(the double hop): configure constrained delegation of the host's computer account to "
+        f"cifs/{servers[0]} with 'use any authentication protocol', or run "
+        f"Enable-SmbDelegation -SmbServer {servers[0]} -SmbClient {host}; give the host's "
+        "computer account Full Control on the share and folder; use auth kerberos or negotiate "
+        "(NTLM cannot delegate). See the README, 'The double hop'"
     )
 
 

@@ -185,3 +185,34 @@ def test_copy_attaches_to_a_running_move_of_the_record(tmp_path: Path) -> None:
             assert len(lab.server.engine.jobs_of(lab.vm("sql01").id)) == 1
     finally:
         lab.server.stop()
+
+
+def test_share_without_delegation_fails_prechecks_with_the_double_hop_remedy(
+    tmp_path: Path,
+) -> None:
+    from hvmove.hyperv.errors import ScriptError
+    from hvmove.lab.build import add_vm
+
+    def populate(estate) -> None:
+        estate.host("hv01").smb_delegation = False  # hv02 keeps its delegation
+        add_vm(estate, "hv01", "web01", disks=[(40 * GiB, 0.5, "Dynamic")])
+        add_vm(estate, "hv02", "dc01", disks=[(20 * GiB, 0.5, "Dynamic")])
+
+    lab = make_lab(tmp_path, populate=populate)
+    share = "\\\\fs01\\vmstore\\VMs"
+    try:
+        with lab.client("hv01") as client:
+            req = MoveRequest(host="hv01", vm="web01", destination=f"{share}\\web01")
+            report = prechecks.run(client, req, OPTS).report
+            check = next(c for c in report.checks if c.name == "destination path")
+            assert check.status == "fail" and not report.ok
+            assert "Enable-SmbDelegation -SmbServer fs01 -SmbClient hv01" in check.remedy
+            # and the lab refuses the move itself the way VMMS does, so the check is not idle
+            with pytest.raises(ScriptError, match="0x80070005"):
+                client.start_move(lab.vm("web01").id, "all", destination=f"{share}\\web01")
+        with lab.client("hv02") as other:
+            req = MoveRequest(host="hv02", vm="dc01", destination=f"{share}\\dc01")
+            report = prechecks.run(other, req, OPTS).report
+            assert report.ok, report.reason()
+    finally:
+        lab.server.stop()

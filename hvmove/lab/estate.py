@@ -76,6 +76,9 @@ class LabHost(BaseModel):
     virtual_machine_path: str = "D:\\Hyper-V"
     cluster_name: str | None = None
     odx_os_enabled: bool = True
+    # Kerberos delegation of this host to the file servers (KCD to cifs, or RBCD): without it a
+    # remote session, and VMMS acting for it, are refused on SMB paths (the double hop)
+    smb_delegation: bool = True
 
 
 class LabSettings(BaseModel):

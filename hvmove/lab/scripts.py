@@ -251,6 +251,12 @@ class LabScripts:
                 if host.lower() in (h.lower() for h in v.hosts) and v.kind != "smb"
             ]
         for path in paths:
+            if self._double_hop(host, path):
+                # Test-Path says False on "access denied", so the script finds no part of it
+                raise ScriptFailed(
+                    f"Path '{path}' is not on a volume or share this host can reach (no part "
+                    "of it exists)"
+                )
             try:
                 vol = self.estate.volume_of(host, path)
             except PathError as exc:
@@ -305,6 +311,10 @@ class LabScripts:
     def bandwidth(self, host: str, p: dict[str, Any]) -> models.BandwidthProbe:
         dest = str(p.get("DestinationPath", ""))
         size_mib = int(p.get("SizeMiB", 256) or 256)
+        if self._double_hop(host, dest):
+            raise ScriptFailed(
+                f"Access to the path '{dest}' is denied.", "UnauthorizedAccess", "PermissionDenied"
+            )
         vol = self._volume(host, dest)
         # like the script: write into the nearest folder that exists, create nothing
         probe_dir = dest
@@ -553,7 +563,18 @@ class LabScripts:
                 "InvalidArgument",
                 "InvalidArgument",
             )
+        if self._double_hop(host, path):
+            # VMMS opens the share with the remote caller's identity, which it cannot pass on
+            raise ScriptFailed(
+                f"Failed to create external configuration store at '{path}': General access "
+                "denied error ('0x80070005').",
+                "AccessDenied",
+                "PermissionDenied",
+            )
         self._volume(host, path)
+
+    def _double_hop(self, host: str, path: str) -> bool:
+        return path.startswith("\\\\") and not self.estate.host(host).smb_delegation
 
     def move_status(self, host: str, p: dict[str, Any]) -> models.MoveStatus:
         vm = self._vm(host, p.get("VmId"))
