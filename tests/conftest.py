@@ -134,6 +134,11 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         {PREFECT_API_URL: url, PREFECT_LOCAL_STORAGE_PATH: str(home / "storage")}
     ):
         yield url
+        # ship the logs still queued while the server is up, or the exit handler reports
+        # "Error logging to API" once it is gone
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)
     os.environ.pop("PREFECT_API_URL", None)
     os.killpg(proc.pid, signal.SIGTERM)
     try:
