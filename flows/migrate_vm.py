@@ -265,7 +265,11 @@ def _report(store: Store, move_id: str) -> None:
             ),
         ]
         if r.cleanup.get("kept"):
-            lines += ["", "Source files kept because a VM still uses them:", ""]
+            lines += [
+                "",
+                "Source files kept because a VM uses them, or might (see each reason):",
+                "",
+            ]
             lines += [f"- `{k['path']}`: {k['reason']}" for k in r.cleanup["kept"]]
         if r.cleanup.get("asked"):
             lines.append(f"\nHosts asked before deleting: {', '.join(r.cleanup['asked'])}")

@@ -247,7 +247,9 @@ def _destinations(
         # one call for the destinations and the source: the source's volume is known to exist
         *volumes, source = client.volumes([*(p for p, _ in wants), source_path]).volumes
     except PermanentError as exc:
-        shares = sorted({_share(p) for p, _ in wants if _share(p)})
+        # only the shares the host's message names: a typo elsewhere is not a delegation problem
+        detail = exc.detail.lower()
+        shares = sorted({_share(p) for p, _ in wants if _share(p) and _share(p).lower() in detail})
         add(
             Check(
                 name="destination path",
@@ -442,12 +444,13 @@ def _share(path: str) -> str:
 def double_hop_remedy(host: str, shares: list[str]) -> str:
     servers = sorted({s.lstrip("\\").split("\\")[0] for s in shares})
     return (
-        f"{host} reaches {', '.join(shares)} for a remote caller only with Kerberos delegation "
-        "(the double hop): configure constrained delegation of the host's computer account to "
-        f"cifs/{servers[0]} with 'use any authentication protocol', or run "
-        f"Enable-SmbDelegation -SmbServer {servers[0]} -SmbClient {host}; give the host's "
-        "computer account Full Control on the share and folder; use auth kerberos or negotiate "
-        "(NTLM cannot delegate). See the README, 'The double hop'"
+        f"if {', '.join(shares)} is the right share: {host} reaches it for a remote caller only "
+        "with Kerberos delegation (the double hop). Configure constrained delegation of the "
+        f"host's computer account to {', '.join('cifs/' + s for s in servers)} with 'use any "
+        "authentication protocol', or run "
+        + "; ".join(f"Enable-SmbDelegation -SmbServer {s} -SmbClient {host}" for s in servers)
+        + "; give the host's computer account Full Control on the share and folder; use auth "
+        "kerberos or negotiate (NTLM cannot delegate). See the README, 'The double hop'"
     )
 
 

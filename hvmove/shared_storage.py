@@ -6,13 +6,17 @@ this host references it" is not enough there. Cleanup therefore asks this host a
 that can see the volume (Find-PathReferences, read-only) and keeps whatever any of them uses:
 
 - an SMB path (``\\\\server\\share\\...``): every host in hvmove.yaml;
-- a cluster shared volume (``C:\\ClusterStorage\\...`` on a clustered host): every node of the
-  cluster, each of which must be in hvmove.yaml; a node hvmove cannot ask means nothing there is
-  deleted (a permanent refusal naming the node), never a guess;
+- a cluster shared volume (``C:\\ClusterStorage\\...``): every node of the cluster, each of which
+  must be in hvmove.yaml; a node hvmove cannot ask, or a cluster whose nodes the host cannot
+  list, means nothing there is deleted (a permanent refusal saying why), never a guess;
 - anything else is local to the host.
 
 A host that does not answer makes the cleanup fail as a transient error (retried, and resumable
 by running the move again): the files stay until every host has said it does not use them.
+
+Not covered: a VM created on the same files between the question and the deletion (a second
+question right before deleting would narrow this, not close it), file servers reached under
+different share names (DFS namespaces), and hosts outside hvmove.yaml.
 """
 
 from __future__ import annotations
@@ -88,7 +92,15 @@ def peers_to_ask(
         for h in others:
             out.setdefault(h.name, []).extend(smb)
     csv = [p for p, k in kinds.items() if k == "csv"]
-    if csv and facts.cluster_name:
+    if csv and not (facts.cluster_name and facts.cluster_nodes):
+        # fail closed: a CSV path on a host whose cluster (or its nodes) could not be read
+        raise UnknownClusterNode(
+            f"{csv[0]} looks like a cluster shared volume, but {own.name} could not say which "
+            f"cluster nodes share it (cluster: {facts.cluster_name or 'unknown'}); nothing there "
+            "was deleted. Check the host's cluster service, then run the move again to finish "
+            "the cleanup"
+        )
+    if csv:
         own_names = {_short(own.name), _short(own.address), _short(facts.name)}
         missing = []
         for node in facts.cluster_nodes:
@@ -148,7 +160,20 @@ def in_use(
         result.folders += [
             Refusal(path=r.path, reason=f"{r.reason} (on {name})") for r in theirs.folders
         ]
+    result.files, result.folders = _merged(result.files), _merged(result.folders)
     return result
+
+
+def _merged(refusals: list[Refusal]) -> list[Refusal]:
+    """One entry per path, with every host's reason."""
+    by_path: dict[str, Refusal] = {}
+    for r in refusals:
+        seen = by_path.get(r.path.lower())
+        if seen is None:
+            by_path[r.path.lower()] = r.model_copy()
+        elif r.reason not in seen.reason:
+            seen.reason = f"{seen.reason}; {r.reason}"
+    return list(by_path.values())
 
 
 @contextmanager

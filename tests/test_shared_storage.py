@@ -101,6 +101,32 @@ def test_unreachable_peer_keeps_every_shared_source(lab: Lab, tmp_path: Path) ->
         assert child in evidence["removed"] and lab.server.estate.local("hv01", GOLDEN).exists()
 
 
+def test_peer_that_cannot_see_the_share_keeps_every_shared_disk(tmp_path: Path) -> None:
+    def populate(estate) -> None:
+        vdi(estate)
+        # hv02 runs vdi02 from the share but has no delegation: its session sees no file there
+        estate.host("hv02").smb_delegation = False
+
+    lab = make_lab(tmp_path / "lab", populate=populate)
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        with lab.client("hv01") as client:
+            move_id = move_vdi01(lab, store, client)
+            with shared_storage.asker(lab.config) as ask:
+                evidence = pipeline.run_cleanup(
+                    client, store, move_id, hosts=lab.config.hosts, ask=ask
+                )
+        kept = {k["path"]: k["reason"] for k in evidence["kept"]}
+        assert (
+            GOLDEN in kept and "could not be read" in kept[GOLDEN] and "(on hv02)" in kept[GOLDEN]
+        )
+        assert evidence["removed"] == []  # every virtual disk there might be hv02's parent
+        assert lab.server.estate.local("hv01", GOLDEN).exists()
+        assert not store.get(move_id).source_removed
+    finally:
+        lab.server.stop()
+
+
 def test_parent_shared_on_the_same_host_is_kept_and_the_move_completes(tmp_path: Path) -> None:
     def populate(estate) -> None:
         vdi(estate)
@@ -120,7 +146,7 @@ def test_parent_shared_on_the_same_host_is_kept_and_the_move_completes(tmp_path:
     try:
         with lab.client("hv01") as client:
             move_id = move_vdi01(lab, store, client)
-            # this host is the only one configured here: it is still asked, and sees vdi03
+            # no other host is passed: this one is still asked, and sees that vdi03 uses the parent
             evidence = pipeline.run_cleanup(client, store, move_id)
         assert [k["path"] for k in evidence["kept"]] == [GOLDEN]
         assert evidence["refused"] == []
@@ -188,6 +214,19 @@ def test_csv_path_with_a_node_hvmove_cannot_ask_is_refused() -> None:
         shared_storage.peers_to_ask(HOSTS[0], facts("clu1", ["HV01", "HV02", "HV04"]), HOSTS, [p])
 
 
-def test_csv_shaped_path_on_an_unclustered_host_is_local() -> None:
+def test_csv_path_without_known_cluster_nodes_deletes_nothing() -> None:
     p = "C:\\ClusterStorage\\Volume1\\a.vhdx"
-    assert shared_storage.peers_to_ask(HOSTS[0], facts(), HOSTS, [p]) == {}
+    # cluster membership unreadable, or a cluster whose nodes could not be listed: fail closed
+    for unknown in (facts(), facts("clu1", [])):
+        with pytest.raises(shared_storage.UnknownClusterNode, match="nothing there was deleted"):
+            shared_storage.peers_to_ask(HOSTS[0], unknown, HOSTS, [p])
+
+
+def test_reference_keys_ignore_how_a_host_names_the_file_server() -> None:
+    from hvmove.lab.scripts import ref_key
+
+    a = ref_key("\\\\fs01\\vmstore\\Golden\\w.vhdx")
+    assert a == ref_key("\\\\FS01.corp.example\\VMStore\\Golden\\w.vhdx")
+    assert a == ref_key("\\\\10.0.0.5\\vmstore\\golden\\W.VHDX\\")
+    assert a != ref_key("\\\\fs01\\other\\Golden\\w.vhdx")
+    assert ref_key("D:\\VMs\\A.vhdx") == "d:\\vms\\a.vhdx"

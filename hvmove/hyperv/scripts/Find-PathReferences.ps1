@@ -18,6 +18,18 @@ function Get-HvmPathKey([string]$path) {
     return $p.TrimEnd('\').ToLowerInvariant()
 }
 
+# The key under which references are compared. On a share the server name is left out: hosts
+# may name one file server differently (fs01, fs01.corp.example, an address), and a false match
+# only keeps a file.
+function Get-HvmRefKey([string]$path) {
+    $key = Get-HvmPathKey $path
+    if ($key.StartsWith('\\')) {
+        $cut = $key.IndexOf('\', 2)
+        if ($cut -gt 2) { return '\\*' + $key.Substring($cut) }
+    }
+    return $key
+}
+
 function Test-HvmAbsolutePath([string]$path) {
     return ($path -match '^[A-Za-z]:\\' -or $path -match '^\\\\[^\\]+\\[^\\]+')
 }
@@ -33,15 +45,22 @@ $walked = @{}
 $unreadChains = [System.Collections.Generic.List[string]]::new()
 $locations = [System.Collections.Generic.List[object]]::new()
 
-# Marks $path and every parent in its chain as referenced by $owner.
+# Marks $path and every parent in its chain as referenced by $owner. A chain that cannot be
+# followed to its end (a parent missing, or a share this session cannot see: Test-Path says
+# False on "access denied") is recorded as unread, so that no virtual disk passes for unused.
 function Add-HvmChain([string]$path, [string]$owner) {
     $current = $path
     for ($depth = 0; $current -and $depth -lt 64; $depth++) {
-        $key = Get-HvmPathKey $current
+        $key = Get-HvmRefKey $current
         if (-not $referenced.ContainsKey($key)) { $referenced[$key] = "a disk of VM '$owner'" }
         if ($walked.ContainsKey($key)) { return }
         $walked[$key] = $true
-        if (-not (Test-Path -LiteralPath $current)) { return }
+        if (-not (Test-Path -LiteralPath $current)) {
+            if ($depth -gt 0 -or $key.StartsWith('\\')) {
+                $unreadChains.Add("'$current' of VM '$owner' (not found, or not reachable from this session)")
+            }
+            return
+        }
         try {
             $vhd = Get-VHD -Path $current -ErrorAction Stop
         } catch {
@@ -54,7 +73,7 @@ function Add-HvmChain([string]$path, [string]$owner) {
 
 # 1. What the VMs of this host reference.
 $vmHost = Get-VMHost
-$hostDefaults = @((Get-HvmPathKey ([string]$vmHost.VirtualHardDiskPath)), (Get-HvmPathKey ([string]$vmHost.VirtualMachinePath)))
+$hostDefaults = @((Get-HvmRefKey ([string]$vmHost.VirtualHardDiskPath)), (Get-HvmRefKey ([string]$vmHost.VirtualMachinePath)))
 foreach ($vm in @(Get-VM)) {
     $owner = [string]$vm.Name
     $ids = [System.Collections.Generic.List[string]]::new()
@@ -72,12 +91,12 @@ foreach ($vm in @(Get-VM)) {
         if ($d.Path -and $null -eq $d.DiskNumber) { Add-HvmChain ([string]$d.Path) $owner }
     }
     foreach ($d in $dvds) {
-        if ($d.Path) { $referenced[(Get-HvmPathKey ([string]$d.Path))] = "an ISO file of VM '$owner'" }
+        if ($d.Path) { $referenced[(Get-HvmRefKey ([string]$d.Path))] = "an ISO file of VM '$owner'" }
     }
     foreach ($location in @($vm.Path, $vm.ConfigurationLocation, $vm.SnapshotFileLocation, $vm.SmartPagingFilePath)) {
         if (-not $location) { continue }
         $entry = @{
-            key   = (Get-HvmPathKey ([string]$location))
+            key   = (Get-HvmRefKey ([string]$location))
             path  = [string]$location
             owner = $owner
             ids   = $ids.ToArray()
@@ -89,7 +108,7 @@ foreach ($vm in @(Get-VM)) {
 # Why $p must not be deleted, or $null.
 function Get-HvmFileRefusal([string]$p) {
     if (-not (Test-HvmAbsolutePath $p)) { return 'not an absolute path' }
-    $key = Get-HvmPathKey $p
+    $key = Get-HvmRefKey $p
     if ($referenced.ContainsKey($key)) { return "referenced: $($referenced[$key])" }
     foreach ($location in $locations) {
         if ($key -eq $location.key) { return "the location '$($location.path)' of VM '$($location.owner)'" }
@@ -127,7 +146,7 @@ foreach ($item in @($Path)) {
 foreach ($item in @($Folder)) {
     if ($null -eq $item) { continue }
     $f = [string]$item
-    $key = Get-HvmPathKey $f
+    $key = Get-HvmRefKey $f
     $reason = $null
     foreach ($location in $locations) {
         if (Test-HvmInside $location.key $key) {

@@ -19,18 +19,24 @@ $clusterNodes = @()
 try {
     $cluster = Get-CimInstance -Namespace 'root\MSCluster' -ClassName MSCluster_Cluster -ErrorAction Stop |
         Select-Object -First 1
-    if ($cluster -and $cluster.Name) {
-        $clusterName = [string]$cluster.Name
+    if ($cluster -and $cluster.Name) { $clusterName = [string]$cluster.Name }
+} catch {
+    $clusterName = $null
+    if ([string]$_.Exception.NativeErrorCode -ne 'InvalidNamespace') {
+        Write-Warning -Message "Cluster membership could not be read: $($_.Exception.Message)"
+    }
+}
+# On their own: a cluster whose nodes cannot be listed stays a cluster with no known nodes, and
+# cleanup then deletes nothing on its shared volumes.
+if ($clusterName) {
+    try {
         $clusterNodes = @(
             Get-CimInstance -Namespace 'root\MSCluster' -ClassName MSCluster_Node -ErrorAction Stop |
                 ForEach-Object { [string]$_.Name }
         )
-    }
-} catch {
-    $clusterName = $null
-    $clusterNodes = @()
-    if ([string]$_.Exception.NativeErrorCode -ne 'InvalidNamespace') {
-        Write-Warning -Message "Cluster membership could not be read: $($_.Exception.Message)"
+    } catch {
+        $clusterNodes = @()
+        Write-Warning -Message "Cluster nodes could not be read: $($_.Exception.Message)"
     }
 }
 

@@ -8,8 +8,9 @@
 # and it is a virtual disk; a missing Path is reported absent; any other is deleted.
 # Each Folder, deepest first, is removed only when it exists, is empty after that, and no VM
 # location, host default folder or referenced file lies inside it; otherwise it is kept with a
-# reason (a missing folder is reported absent). Only this host's VMs are seen: on a cluster, VMs
-# owned by other nodes are not.
+# reason (a missing folder is reported absent). Only this host's VMs are seen: on shared storage
+# hvmove first asks every other host that sees it (Find-PathReferences) and sends only what no VM
+# uses.
 # Prints one RemoveReport document.
 param([string[]]$Path = @(), [string[]]$Folder = @())
 $ErrorActionPreference = 'Stop'
@@ -19,6 +20,18 @@ function Get-HvmPathKey([string]$path) {
     $p = $path.Trim()
     try { $p = [System.IO.Path]::GetFullPath($p) } catch { $p = $path.Trim() }
     return $p.TrimEnd('\').ToLowerInvariant()
+}
+
+# The key under which references are compared. On a share the server name is left out: hosts
+# may name one file server differently (fs01, fs01.corp.example, an address), and a false match
+# only keeps a file.
+function Get-HvmRefKey([string]$path) {
+    $key = Get-HvmPathKey $path
+    if ($key.StartsWith('\\')) {
+        $cut = $key.IndexOf('\', 2)
+        if ($cut -gt 2) { return '\\*' + $key.Substring($cut) }
+    }
+    return $key
 }
 
 function Test-HvmAbsolutePath([string]$path) {
@@ -36,15 +49,22 @@ $walked = @{}
 $unreadChains = [System.Collections.Generic.List[string]]::new()
 $locations = [System.Collections.Generic.List[object]]::new()
 
-# Marks $path and every parent in its chain as referenced by $owner.
+# Marks $path and every parent in its chain as referenced by $owner. A chain that cannot be
+# followed to its end (a parent missing, or a share this session cannot see: Test-Path says
+# False on "access denied") is recorded as unread, so that no virtual disk passes for unused.
 function Add-HvmChain([string]$path, [string]$owner) {
     $current = $path
     for ($depth = 0; $current -and $depth -lt 64; $depth++) {
-        $key = Get-HvmPathKey $current
+        $key = Get-HvmRefKey $current
         if (-not $referenced.ContainsKey($key)) { $referenced[$key] = "a disk of VM '$owner'" }
         if ($walked.ContainsKey($key)) { return }
         $walked[$key] = $true
-        if (-not (Test-Path -LiteralPath $current)) { return }
+        if (-not (Test-Path -LiteralPath $current)) {
+            if ($depth -gt 0 -or $key.StartsWith('\\')) {
+                $unreadChains.Add("'$current' of VM '$owner' (not found, or not reachable from this session)")
+            }
+            return
+        }
         try {
             $vhd = Get-VHD -Path $current -ErrorAction Stop
         } catch {
@@ -57,7 +77,7 @@ function Add-HvmChain([string]$path, [string]$owner) {
 
 # 1. What the VMs of this host reference.
 $vmHost = Get-VMHost
-$hostDefaults = @((Get-HvmPathKey ([string]$vmHost.VirtualHardDiskPath)), (Get-HvmPathKey ([string]$vmHost.VirtualMachinePath)))
+$hostDefaults = @((Get-HvmRefKey ([string]$vmHost.VirtualHardDiskPath)), (Get-HvmRefKey ([string]$vmHost.VirtualMachinePath)))
 foreach ($vm in @(Get-VM)) {
     $owner = [string]$vm.Name
     $ids = [System.Collections.Generic.List[string]]::new()
@@ -75,12 +95,12 @@ foreach ($vm in @(Get-VM)) {
         if ($d.Path -and $null -eq $d.DiskNumber) { Add-HvmChain ([string]$d.Path) $owner }
     }
     foreach ($d in $dvds) {
-        if ($d.Path) { $referenced[(Get-HvmPathKey ([string]$d.Path))] = "an ISO file of VM '$owner'" }
+        if ($d.Path) { $referenced[(Get-HvmRefKey ([string]$d.Path))] = "an ISO file of VM '$owner'" }
     }
     foreach ($location in @($vm.Path, $vm.ConfigurationLocation, $vm.SnapshotFileLocation, $vm.SmartPagingFilePath)) {
         if (-not $location) { continue }
         $entry = @{
-            key   = (Get-HvmPathKey ([string]$location))
+            key   = (Get-HvmRefKey ([string]$location))
             path  = [string]$location
             owner = $owner
             ids   = $ids.ToArray()
@@ -92,7 +112,7 @@ foreach ($vm in @(Get-VM)) {
 # Why $p must not be deleted, or $null.
 function Get-HvmFileRefusal([string]$p) {
     if (-not (Test-HvmAbsolutePath $p)) { return 'not an absolute path' }
-    $key = Get-HvmPathKey $p
+    $key = Get-HvmRefKey $p
     if ($referenced.ContainsKey($key)) { return "referenced: $($referenced[$key])" }
     foreach ($location in $locations) {
         if ($key -eq $location.key) { return "the location '$($location.path)' of VM '$($location.owner)'" }
@@ -166,11 +186,11 @@ foreach ($item in $folders) {
 $deepestFirst = @($folderItems | Sort-Object -Property @{ Expression = { $_.depth }; Descending = $true })
 foreach ($item in $deepestFirst) {
     $f = $item.path
-    $key = Get-HvmPathKey $f
+    $key = Get-HvmRefKey $f
     $reason = $null
     if (-not (Test-HvmAbsolutePath $f)) {
         $reason = 'not an absolute path'
-    } elseif ($key -eq (Get-HvmPathKey ([System.IO.Path]::GetPathRoot($f)))) {
+    } elseif ($key -eq (Get-HvmRefKey ([System.IO.Path]::GetPathRoot($f)))) {
         $reason = 'the root of a volume or share'
     } elseif (-not (Test-Path -LiteralPath $f -PathType Container)) {
         if (Test-Path -LiteralPath $f) {
