@@ -63,12 +63,19 @@ def lab_up(
     dir: Annotated[Path, typer.Option("--dir", "-d", help="lab folder")] = Path("."),
     hosts: Annotated[int, typer.Option(min=1, max=64, help="number of lab hosts")] = 2,
     vms: Annotated[int, typer.Option(min=0, max=5000, help="number of VMs")] = 6,
-    http: Annotated[bool, typer.Option("--http", help="plain HTTP instead of HTTPS")] = False,
+    http: Annotated[
+        bool, typer.Option("--http", help="plain HTTP (port 5985 style, messages encrypted)")
+    ] = False,
+    basic: Annotated[
+        bool, typer.Option("--basic", help="log on with Basic instead of Negotiate (NTLM)")
+    ] = False,
 ) -> None:
     """Start a lab in the background and write DIR/hvmove.yaml pointing at it."""
     from hvmove.lab import process
 
-    ports = process.up(dir, hosts=hosts, vms=vms, https=not http)
+    ports = process.up(
+        dir, hosts=hosts, vms=vms, https=not http, auth="basic" if basic else "negotiate"
+    )
     cfg = (dir / "hvmove.yaml").resolve()
     listing = ", ".join(f"{name} on 127.0.0.1:{port}" for name, port in ports.items())
     out.print(f"lab up: {listing}")

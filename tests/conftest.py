@@ -31,7 +31,13 @@ class Lab:
 
 
 def make_lab(
-    tmp: Path, *, https: bool = False, max_moves: int = 2, rate_scale: float = 40.0, populate=None
+    tmp: Path,
+    *,
+    https: bool = False,
+    max_moves: int = 2,
+    rate_scale: float = 40.0,
+    populate=None,
+    auth: str = "negotiate",
 ) -> Lab:
     from hvmove.config import load
     from hvmove.lab.build import add_vm, new_estate
@@ -41,7 +47,9 @@ def make_lab(
 
     # a coarse size scale keeps the real files small: 40 GiB is 640 KiB on disk
     estate = new_estate(
-        tmp, hosts=2, settings=LabSettings(size_scale=65536, rate_scale=rate_scale, https=https)
+        tmp,
+        hosts=2,
+        settings=LabSettings(size_scale=65536, rate_scale=rate_scale, https=https, auth=auth),
     )
     for h in estate.data.hosts:
         h.maximum_storage_migrations = max_moves

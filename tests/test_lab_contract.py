@@ -136,3 +136,46 @@ def test_https_with_certificate_validation(tmp_path) -> None:
             c.host_facts()
     finally:
         lab.server.stop()
+
+
+# -- how hvmove logs on: Negotiate (the default) and Basic ---------------------------------------
+def test_negotiate_over_http_seals_every_message(client, lab: Lab) -> None:
+    """The production default on port 5985: NTLM logon, then WinRM message encryption."""
+    assert lab.config.hosts[0].auth == "negotiate" and lab.config.hosts[0].transport == "http"
+    before = lab.server.endpoint.sealed_requests
+    assert client.host_facts().name == "HV01"
+    assert client.inventory().vms
+    endpoint = lab.server.endpoint
+    assert endpoint.logons["negotiate"] >= 1 and endpoint.logons["basic"] == 0
+    assert endpoint.sealed_requests - before >= 4  # create, command, receive... each sealed
+
+
+def test_negotiate_over_https_checks_the_channel_binding(tmp_path) -> None:
+    from tests.conftest import make_lab
+
+    lab = make_lab(tmp_path, https=True)
+    try:
+        with lab.client() as c:
+            assert c.host_facts().name == "HV01"
+        assert lab.server.endpoint.logons["negotiate"] >= 1
+        assert lab.server.endpoint.sealed_requests == 0  # TLS protects the messages
+        # a binding to another certificate (a TLS-intercepting proxy) fails the logon
+        lab.server.endpoint._cbt = b"tls-server-end-point:" + b"\0" * 32
+        with lab.client() as c, pytest.raises(e.AuthenticationFailed):
+            c.host_facts()
+    finally:
+        lab.server.stop()
+
+
+def test_basic_over_https_still_works(tmp_path) -> None:
+    from tests.conftest import make_lab
+
+    lab = make_lab(tmp_path, https=True, auth="basic")
+    try:
+        assert lab.config.hosts[0].auth == "basic"
+        with lab.client() as c:
+            assert c.host_facts().name == "HV01"
+        assert lab.server.endpoint.logons["basic"] >= 1
+        assert lab.server.endpoint.logons["negotiate"] == 0
+    finally:
+        lab.server.stop()

@@ -170,6 +170,13 @@ class HostClient:
                 return e.TransientError(host, name, f"host unavailable (HTTP {exc.code})")
             if exc.code in (401, 403):
                 return e.AuthenticationFailed(host, name, f"HTTP {exc.code}")
+            if exc.code == 400 and self.host.transport == "http" and self.host.auth != "basic":
+                # After a reconnect (host reboot, dropped connection) pypsrp logs on again but
+                # resends the message sealed with the old logon's keys, which the host cannot
+                # read: nothing ran, so it is retried once on a new pool like a lost shell.
+                return e.ShellGone(
+                    host, name, "the host could not decrypt a message sealed before a reconnect"
+                )
             if exc.code < 500:
                 return e.PermanentError(host, name, f"HTTP {exc.code}: {exc.response_text[:200]}")
         # The request may have reached the host: for a mutating script that is "maybe ran".

@@ -12,6 +12,7 @@ import json
 import os
 import threading
 from pathlib import Path, PureWindowsPath
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -89,6 +90,9 @@ class LabSettings(BaseModel):
     guests: bool = True  # running VMs' guest writers (off for estates of thousands of VMs)
     username: str = "labadmin"
     https: bool = True
+    # how hvmove.yaml logs on: "negotiate" (NTLM here, the production default; message
+    # encryption over HTTP) or "basic"; the listener accepts both
+    auth: Literal["negotiate", "basic"] = "negotiate"
 
 
 class EstateData(BaseModel):
@@ -111,6 +115,13 @@ def is_absolute_windows(path: str) -> bool:
 
 class PathError(ValueError):
     pass
+
+
+def ntlm_domain(lab_dir: Path) -> str:
+    """The lab account's domain: fixed per lab folder, distinct between labs of one process."""
+    import hashlib
+
+    return "LAB" + hashlib.sha1(str(lab_dir.resolve()).encode()).hexdigest()[:6].upper()
 
 
 class Estate:

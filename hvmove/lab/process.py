@@ -8,13 +8,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 from hvmove.errors import HvmoveError
 from hvmove.lab.build import build_default
 from hvmove.lab.control import LabControl
-from hvmove.lab.estate import Estate
+from hvmove.lab.estate import Estate, ntlm_domain
 
 
 class LabError(HvmoveError):
@@ -47,14 +48,18 @@ def write_config(lab_dir: Path) -> Path:
             "address": "127.0.0.1",
             "port": h.port,
             "transport": "https" if https else "http",
-            "auth": "basic",
-            "username": estate.settings.username,
+            "auth": estate.settings.auth,
+            "username": (
+                f"{ntlm_domain(lab_dir)}\\{estate.settings.username}"
+                if estate.settings.auth == "negotiate"
+                else estate.settings.username
+            ),
             "password": {"env": "HVMOVE_LAB_PASSWORD"},
         }
         if https:
             entry["ca_file"] = "tls/lab-cert.pem"
-        else:
-            entry["insecure"] = True
+        elif estate.settings.auth == "basic":
+            entry["insecure"] = True  # Basic over HTTP sends the password in clear
         hosts.append(entry)
     doc = {"hosts": hosts, "store": {"url": "sqlite:///hvmove.db"}, "lab": {"dir": "."}}
     path = lab_dir / "hvmove.yaml"
@@ -68,13 +73,20 @@ def write_config(lab_dir: Path) -> Path:
 
 
 def up(
-    lab_dir: Path, *, hosts: int = 2, vms: int = 6, https: bool = True, timeout: float = 60.0
+    lab_dir: Path,
+    *,
+    hosts: int = 2,
+    vms: int = 6,
+    https: bool = True,
+    auth: Literal["negotiate", "basic"] = "negotiate",
+    timeout: float = 60.0,
 ) -> dict[str, int]:
     """Start the lab (building the estate on first use) and return once every host answers."""
     lab_dir = lab_dir.resolve()
     if not (lab_dir / "estate.json").exists():
         estate = build_default(lab_dir, hosts=hosts, vms=vms)
         estate.settings.https = https
+        estate.settings.auth = auth
         estate.save()
     if not is_running(lab_dir):
         log = open(lab_dir / "lab.log", "ab")  # noqa: SIM115 - handed to the child process

@@ -18,7 +18,7 @@ from typing import Any
 
 from hvmove.credentials import read_env_file
 from hvmove.lab.engine import Engine
-from hvmove.lab.estate import Estate
+from hvmove.lab.estate import Estate, ntlm_domain
 from hvmove.lab.scripts import LabScripts
 from hvmove.lab.tls import make_self_signed
 from hvmove.lab.wsman import Invocation, WSManEndpoint
@@ -45,6 +45,7 @@ class LabServer:
             password=self.password,
             tls=tls,
             control=self.control,
+            ntlm_domain=ntlm_domain(self.dir),
         )
         self.stopped = threading.Event()
         self.reboots = 0

@@ -1,6 +1,8 @@
 """The lab's WS-Management endpoint: a fake WinRM listener that unmodified pypsrp can talk to.
 
-Only the transport lives here: HTTP(S) listeners, Basic auth, the six WS-Man operations pypsrp
+Only the transport lives here: HTTP(S) listeners, Basic auth and Negotiate (NTLM through
+pyspnego's acceptor, with WinRM message encryption over HTTP and channel binding over HTTPS, as a
+Windows listener does), the six WS-Man operations pypsrp
 uses for PowerShell Remoting (Create, Command, Send, Receive, Signal, Delete, plus Get for
 ``RunspacePool.is_alive()``), fault injection, and host kill/revive. All MS-PSRP decoding and
 encoding is delegated to psrpcore's server classes, which are an implementation independent of
@@ -25,6 +27,7 @@ import queue
 import re
 import socket
 import ssl
+import struct
 import threading
 import time
 import traceback
@@ -214,6 +217,7 @@ class WSManEndpoint:
         password: str,
         tls: tuple[Path, Path] | None = None,
         control: ControlHandler | None = None,
+        ntlm_domain: str | None = None,
     ) -> None:
         self.handler = handler
         self.control = control
@@ -223,14 +227,23 @@ class WSManEndpoint:
         # the newest half once it passes `log_limit`, so a lab left running overnight stays small.
         self.log: list[tuple[str, str]] = []
         self.log_limit = 100_000
+        # completed logons per scheme and requests that came sealed, for tests and `lab status`
+        self.logons: dict[str, int] = {"basic": 0, "negotiate": 0}
+        self.sealed_requests = 0
         self._log_lock = threading.Lock()
         token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
         self._auth = f"Basic {token}".encode()
         self._ssl: ssl.SSLContext | None = None
+        self._cbt: bytes | None = None
         if tls is not None:
             cert, key = tls
             self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._ssl.load_cert_chain(str(cert), str(key))
+            self._cbt = _tls_server_end_point(cert)
+        # Negotiate: the account is DOMAIN\username; None leaves the listener Basic-only
+        self.ntlm_domain = ntlm_domain
+        if ntlm_domain is not None:
+            _NTLM_STORE.add(ntlm_domain, username, password)
         self._lock = threading.Lock()
         self._hosts: dict[str, _Host] = {}
         self._stopped = False
@@ -346,6 +359,13 @@ class WSManEndpoint:
             shell.close()
 
     # -- WS-Man dispatch ----------------------------------------------------------------------
+    def _count(self, what: str) -> None:
+        with self._log_lock:
+            if what == "sealed":
+                self.sealed_requests += 1
+            else:
+                self.logons[what] += 1
+
     def _record(self, host: str, action: str) -> None:
         with self._log_lock:
             self.log.append((host, action))
@@ -786,6 +806,8 @@ class _Host:
         self.shells: dict[str, _Shell] = {}
         self.down = threading.Event()
         self.lifecycle = threading.RLock()  # serialises kill/revive/stop of this host
+        # an injected 401 means "this account is refused now": the logon that follows fails too
+        self.refuse_logons = 0
 
 
 @dataclass
@@ -1030,18 +1052,101 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
             log.exception("lab endpoint error")
             self._reply(500, traceback.format_exc().encode(), "text/plain; charset=utf-8")
 
+    # Per connection (one handler instance serves one keep-alive connection): the Negotiate
+    # context being built, and once complete the one that seals this connection's messages.
+    _negotiating: Any = None
+    _session: Any = None
+    _sealed = False  # the request being answered came encrypted: so goes the reply
+
+    def _challenge(self, token: str | None = None) -> None:
+        headers = [("WWW-Authenticate", token)] if token else self._schemes()
+        self._reply(401, b"", "text/plain; charset=utf-8", headers)
+
+    def _schemes(self) -> list[tuple[str, str]]:
+        out = [("WWW-Authenticate", 'Basic realm="WSMAN"')]
+        if self.server.endpoint.ntlm_domain is not None:
+            out.insert(0, ("WWW-Authenticate", "Negotiate"))
+        return out
+
+    def _authenticate(self, raw: bytes) -> tuple[bool, list[tuple[str, str]]]:
+        """(whether to go on with the request, headers for its reply)."""
+        endpoint = self.server.endpoint
+        header = self.headers.get("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "basic":
+            if hmac.compare_digest(header.encode(), endpoint._auth):
+                endpoint._count("basic")
+                return True, []
+            self._challenge()
+            return False, []
+        if scheme.lower() in ("negotiate", "ntlm") and endpoint.ntlm_domain is not None:
+            import spnego  # pyspnego: only a Negotiate listener needs it
+            import spnego.channel_bindings
+            import spnego.exceptions
+
+            self._session = None
+            try:
+                if self._negotiating is None:
+                    cbt = None
+                    if endpoint._cbt is not None:
+                        cbt = spnego.channel_bindings.GssChannelBindings(
+                            application_data=endpoint._cbt
+                        )
+                    self._negotiating = spnego.server(
+                        protocol="negotiate",
+                        channel_bindings=cbt,
+                        options=spnego.NegotiateOptions.wrapping_winrm,
+                    )
+                out = self._negotiating.step(base64.b64decode(token))
+            except (spnego.exceptions.SpnegoError, binascii.Error, ValueError) as exc:
+                log.info("lab %s: logon refused: %s", self.server.lab_host.name, exc)
+                self._negotiating = None
+                self._challenge()
+                return False, []
+            final = (
+                [(("WWW-Authenticate"), f"{scheme} {base64.b64encode(out).decode()}")]
+                if out
+                else []
+            )
+            if not self._negotiating.complete:
+                self._challenge(final[0][1])
+                return False, []
+            if self.server.lab_host.refuse_logons > 0:
+                self.server.lab_host.refuse_logons -= 1
+                self._negotiating = None
+                self._challenge()
+                return False, []
+            self._session, self._negotiating = self._negotiating, None
+            endpoint._count("negotiate")
+            if not raw:  # pypsrp's empty POST that only sets up the context for encryption
+                self._reply(200, b"", "application/soap+xml;charset=UTF-8", final)
+                return False, []
+            return True, final
+        if self._session is not None:
+            return True, []  # the connection authenticated earlier
+        self._challenge()
+        return False, []
+
     def _handle_post(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        auth = (self.headers.get("Authorization") or "").encode()
-        if not hmac.compare_digest(auth, self.server.endpoint._auth):
-            self._reply(
-                401,
-                b"Unauthorized\n",
-                "text/plain; charset=utf-8",
-                {"WWW-Authenticate": 'Basic realm="WSMAN"'},
-            )
+        self._sealed = False
+        go_on, self._extra = self._authenticate(raw)
+        if not go_on:
             return
+        ctype = self.headers.get("Content-Type") or ""
+        if ctype.startswith("multipart/encrypted"):
+            if self._session is None:
+                self._challenge()
+                return
+            try:
+                raw = _unseal(self._session, raw, _boundary(ctype))
+            except Exception as exc:  # a message sealed with another context's keys
+                log.info("lab %s: cannot unseal a message: %s", self.server.lab_host.name, exc)
+                self._reply(400, b"cannot decrypt\n", "text/plain; charset=utf-8")
+                return
+            self._sealed = True
+            self.server.endpoint._count("sealed")
         path = urlsplit(self.path).path
         if path.startswith("/lab/"):
             self._handle_control(path[len("/lab/") :], raw)
@@ -1081,7 +1186,11 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
             return
         if kind == "status":
             assert fault is not None and fault.code is not None
-            extra = {"WWW-Authenticate": 'Basic realm="WSMAN"'} if fault.code == 401 else None
+            extra = None
+            if fault.code == 401:
+                extra = self._schemes()
+                self._session = None
+                host.refuse_logons = 1 if endpoint.ntlm_domain is not None else 0
             text = f"lab: injected HTTP {fault.code} on {req.operation}\n".encode()
             self._reply(fault.code, text, "text/plain; charset=utf-8", extra)
             return
@@ -1120,10 +1229,17 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
         _cut(self.connection)
 
     def _reply_xml(self, status: int, body: bytes) -> None:
-        self._reply(status, body, "application/soap+xml;charset=UTF-8")
+        ctype = "application/soap+xml;charset=UTF-8"
+        if self._sealed and self._session is not None:
+            ctype, body = _seal(self._session, body)
+        self._reply(status, body, ctype, getattr(self, "_extra", None))
 
     def _reply(
-        self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None
+        self,
+        status: int,
+        body: bytes,
+        ctype: str,
+        extra: dict[str, str] | list[tuple[str, str]] | None = None,
     ) -> None:
         try:
             phrase = HTTPStatus(status).phrase
@@ -1135,7 +1251,8 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
             f"Content-Type: {ctype}",
             f"Content-Length: {len(body)}",
         ]
-        lines.extend(f"{k}: {v}" for k, v in (extra or {}).items())
+        pairs = list(extra.items()) if isinstance(extra, dict) else list(extra or [])
+        lines.extend(f"{k}: {v}" for k, v in pairs)
         # One write for status, headers and body: two writes meet Nagle plus delayed ACK and cost
         # 40 ms per request.
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
@@ -1143,3 +1260,98 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data)
         except OSError:
             self.close_connection = True
+
+
+class _NtlmStore:
+    """pyspnego's NTLM acceptor finds accounts in the file named by NTLM_USER_FILE, one per
+    process: every lab endpoint of this process adds its account there, under its own domain so
+    that labs with different passwords cannot be confused."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._path: Path | None = None
+        self._lines: dict[str, str] = {}
+
+    def add(self, domain: str, username: str, password: str) -> None:
+        import atexit
+        import os
+        import tempfile
+
+        with self._lock:
+            if self._path is None:
+                fd, name = tempfile.mkstemp(prefix="hvmove-lab-ntlm-", text=True)  # mode 0600
+                os.close(fd)
+                self._path = Path(name)
+                atexit.register(self._path.unlink, missing_ok=True)
+            self._lines[f"{domain.lower()}\\{username.lower()}"] = f"{domain}:{username}:{password}"
+            self._path.write_text("\n".join(self._lines.values()) + "\n", encoding="utf-8")
+            os.environ["NTLM_USER_FILE"] = str(self._path)
+
+
+_NTLM_STORE = _NtlmStore()
+
+
+def _tls_server_end_point(cert_pem: Path) -> bytes:
+    """The channel binding a client computes from this certificate (RFC 5929 section 4.1: the
+    certificate's own signature hash, SHA-256 in place of MD5 and SHA-1)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
+    algorithm = cert.signature_hash_algorithm
+    if algorithm is None or algorithm.name in ("md5", "sha1"):
+        algorithm = hashes.SHA256()
+    digest = hashes.Hash(algorithm)
+    digest.update(cert.public_bytes(Encoding.DER))
+    return b"tls-server-end-point:" + digest.finalize()
+
+
+# WinRM message encryption (MS-WSMV 2.2.9.1): a MIME-like body of parts, each the original
+# length, then the security trailer's length (uint32 LE), the trailer and the sealed bytes. Written
+# here from the specification, not taken over from the client library, so the two sides can differ.
+_BOUNDARY = "Encrypted Boundary"
+_SPNEGO_SEALED = "application/HTTP-SPNEGO-session-encrypted"
+
+
+def _boundary(content_type: str) -> str:
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    return m.group(1) if m else _BOUNDARY
+
+
+def _unseal(context: Any, body: bytes, boundary: str) -> bytes:
+    parts = [
+        p for p in re.split(rb"--\s*" + re.escape(boundary.encode()) + rb"(?:--)?\r\n", body) if p
+    ]
+    if not parts or len(parts) % 2:
+        raise ValueError("not a multipart/encrypted body")
+    out = b""
+    for meta, payload in zip(parts[::2], parts[1::2], strict=True):
+        length = re.search(rb"Length=(\d+)", meta)
+        if length is None:
+            raise ValueError("no OriginalContent length")
+        sealed = payload.split(b"\r\n", 1)[1]  # after "\tContent-Type: application/octet-stream"
+        (size,) = struct.unpack("<I", sealed[:4])
+        data = context.unwrap_winrm(sealed[4 : 4 + size], sealed[4 + size :])
+        if len(data) != int(length.group(1)):
+            raise ValueError(f"unsealed {len(data)} bytes, the header said {length.group(1)}")
+        out += data
+    return out
+
+
+def _seal(context: Any, body: bytes) -> tuple[str, bytes]:
+    wrapped = context.wrap_winrm(body)
+    head = "\r\n".join(
+        [
+            f"--{_BOUNDARY}",
+            f"\tContent-Type: {_SPNEGO_SEALED}",
+            "\tOriginalContent: type=application/soap+xml;charset=UTF-8;"
+            f"Length={len(body) + wrapped.padding_length}",
+            f"--{_BOUNDARY}",
+            "\tContent-Type: application/octet-stream",
+            "",
+        ]
+    ).encode()
+    sealed = struct.pack("<I", len(wrapped.header)) + wrapped.header + wrapped.data
+    ctype = f'multipart/encrypted;protocol="{_SPNEGO_SEALED}";boundary="{_BOUNDARY}"'
+    return ctype, head + sealed + f"--{_BOUNDARY}--\r\n".encode()
