@@ -28,6 +28,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vms", type=int, default=6)
     ap.add_argument("--probe-mib", type=int, default=16)
+    ap.add_argument(
+        "--auth", choices=["negotiate", "basic"], default="negotiate", help="how hvmove logs on"
+    )
     args = ap.parse_args()
     from hvmove.prefect_local import ensure_server
 
@@ -41,7 +44,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         lab_dir = Path(tmp)
-        estate = new_estate(lab_dir, 1, LabSettings(size_scale=65536, rate_scale=4))
+        estate = new_estate(lab_dir, 1, LabSettings(size_scale=65536, rate_scale=4, auth=args.auth))
         names = [f"bench{i:02d}" for i in range(args.vms)]
         for name in names:
             add_vm(estate, "hv01", name, disks=[(40 * GiB, 0.5, "Dynamic")])

@@ -350,7 +350,7 @@ def run_cleanup(
     try:
         used = shared_storage.in_use(
             client,
-            client.host_facts(),
+            client.host_facts,  # read only when a source is on a cluster shared volume
             hosts if hosts is not None else [client.host],
             sources,
             folders,

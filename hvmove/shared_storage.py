@@ -81,9 +81,13 @@ class InUse:
 
 
 def peers_to_ask(
-    own: HostConfig, facts: HostFacts, hosts: list[HostConfig], paths: list[str]
+    own: HostConfig,
+    facts: HostFacts | Callable[[], HostFacts],
+    hosts: list[HostConfig],
+    paths: list[str],
 ) -> dict[str, list[str]]:
-    """Configured host name -> the paths it must be asked about (this host is not included)."""
+    """Configured host name -> the paths it must be asked about (this host is not included).
+    ``facts`` may be a callable: the host's facts are read only for a CSV path."""
     kinds = {p: kind(p) for p in paths}
     others = [h for h in hosts if h.name != own.name]
     out: dict[str, list[str]] = {}
@@ -92,38 +96,40 @@ def peers_to_ask(
         for h in others:
             out.setdefault(h.name, []).extend(smb)
     csv = [p for p, k in kinds.items() if k == "csv"]
-    if csv and not (facts.cluster_name and facts.cluster_nodes):
+    if not csv:
+        return out
+    info = facts() if callable(facts) else facts
+    if not (info.cluster_name and info.cluster_nodes):
         # fail closed: a CSV path on a host whose cluster (or its nodes) could not be read
         raise UnknownClusterNode(
             f"{csv[0]} looks like a cluster shared volume, but {own.name} could not say which "
-            f"cluster nodes share it (cluster: {facts.cluster_name or 'unknown'}); nothing there "
+            f"cluster nodes share it (cluster: {info.cluster_name or 'unknown'}); nothing there "
             "was deleted. Check the host's cluster service, then run the move again to finish "
             "the cleanup"
         )
-    if csv:
-        own_names = {_short(own.name), _short(own.address), _short(facts.name)}
-        missing = []
-        for node in facts.cluster_nodes:
-            if _short(node) in own_names:
-                continue
-            h = node_host(node, others)
-            if h is None:
-                missing.append(node)
-            else:
-                out.setdefault(h.name, []).extend(p for p in csv if p not in out.get(h.name, []))
-        if missing:
-            raise UnknownClusterNode(
-                f"{csv[0]} is on a cluster shared volume of {facts.cluster_name}, and its "
-                f"node(s) {', '.join(missing)} are not in hvmove.yaml, so hvmove cannot ask "
-                "whether their VMs use these files; nothing there was deleted. Add every node "
-                "of the cluster to hvmove.yaml and run the move again to finish the cleanup"
-            )
+    own_names = {_short(own.name), _short(own.address), _short(info.name)}
+    missing = []
+    for node in info.cluster_nodes:
+        if _short(node) in own_names:
+            continue
+        h = node_host(node, others)
+        if h is None:
+            missing.append(node)
+        else:
+            out.setdefault(h.name, []).extend(p for p in csv if p not in out.get(h.name, []))
+    if missing:
+        raise UnknownClusterNode(
+            f"{csv[0]} is on a cluster shared volume of {info.cluster_name}, and its "
+            f"node(s) {', '.join(missing)} are not in hvmove.yaml, so hvmove cannot ask "
+            "whether their VMs use these files; nothing there was deleted. Add every node "
+            "of the cluster to hvmove.yaml and run the move again to finish the cleanup"
+        )
     return out
 
 
 def in_use(
     own: HostClient,
-    facts: HostFacts,
+    facts: HostFacts | Callable[[], HostFacts],
     hosts: list[HostConfig],
     files: list[str],
     folders: list[str],

@@ -230,3 +230,14 @@ def test_reference_keys_ignore_how_a_host_names_the_file_server() -> None:
     assert a == ref_key("\\\\10.0.0.5\\vmstore\\golden\\W.VHDX\\")
     assert a != ref_key("\\\\fs01\\other\\Golden\\w.vhdx")
     assert ref_key("D:\\VMs\\A.vhdx") == "d:\\vms\\a.vhdx"
+
+
+def test_host_facts_are_read_only_for_csv_paths() -> None:
+    def unread() -> HostFacts:
+        raise AssertionError("facts read for a path that is not on a CSV")
+
+    assert shared_storage.peers_to_ask(HOSTS[0], unread, HOSTS, ["D:\\a.vhdx"]) == {}
+    assert shared_storage.peers_to_ask(HOSTS[0], unread, HOSTS, ["\\\\fs01\\s\\a.vhdx"])
+    csv = ["C:\\ClusterStorage\\Volume1\\a.vhdx"]
+    got = shared_storage.peers_to_ask(HOSTS[0], lambda: facts("clu1", ["HV01", "HV02"]), HOSTS, csv)
+    assert got == {"node2": csv}
