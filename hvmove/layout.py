@@ -40,7 +40,7 @@ class MoveLayout:
 
     @property
     def bytes_to_copy(self) -> int:
-        return sum(self.vhd_info[s].file_size for s in self.vhds) + (
+        return sum(self.vhd_info[s].file_size for s in self.vhds if s in self.vhd_info) + (
             self.config_bytes if self.configuration else 0
         )
 
@@ -70,8 +70,12 @@ def layout(request: MoveRequest, vm: VMInfo) -> MoveLayout:
     else:
         by_norm = {norm(p): p for p in files}
         for m in request.vhds:
-            source = by_norm.get(norm(m.source), m.source)
-            out.vhds[source] = m.destination
+            if norm(m.source) in by_norm:
+                out.vhds[by_norm[norm(m.source)]] = m.destination
+            elif norm(m.destination) in by_norm:
+                continue  # switched already: the VM uses the destination copy
+            else:
+                out.vhds[m.source] = m.destination  # not a disk of the VM: prechecks say so
         if request.mode == "components":
             out.configuration = request.virtual_machine_path
             out.snapshot = request.snapshot_file_path

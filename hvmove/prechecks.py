@@ -94,6 +94,17 @@ def run(
             )
         )
         return Outcome(report, vm, plan)
+    unknown = [src for src in plan.vhds if src not in plan.vhd_info]
+    if unknown:
+        add(
+            Check(
+                name="disk",
+                status="fail",
+                detail=f"not a disk of {vm.name}: {', '.join(unknown)}",
+                remedy="list the VM's disks with `hvmove inventory` and use their paths as sources",
+            )
+        )
+        return Outcome(report, vm, plan)
     report.bytes_to_copy = plan.bytes_to_copy
     _blockers(client, vm, plan, options, ours, add)
     _destinations(client, vm, plan, options, reserved, ours, report)

@@ -216,3 +216,62 @@ def test_share_without_delegation_fails_prechecks_with_the_double_hop_remedy(
             assert report.ok, report.reason()
     finally:
         lab.server.stop()
+
+
+# -- the other two Move Wizard modes: per component, and chosen disks only -----------------------
+SQL_DATA = "D:\\VMs\\sql01\\Virtual Hard Disks\\sql01-data1.vhdx"
+
+
+def test_components_mode_moves_what_it_names_and_resumes_as_done(
+    client, lab: Lab, store: Store
+) -> None:
+    req = MoveRequest(
+        host="hv01",
+        vm="sql01",
+        mode="components",
+        virtual_machine_path="F:\\VMs\\sql01",
+        vhds=[{"source": SQL_DATA, "destination": "F:\\Data\\sql01-data1.vhdx"}],
+    )
+    move_id = open_record(lab, store, req)
+    run_all(client, store, move_id, req)
+    record = store.get(move_id)
+    assert record.verified and record.source_removed, record.reason
+    paths = client.vm_paths(lab.vm("sql01").id)
+    assert paths.configuration_location == "F:\\VMs\\sql01"
+    assert sorted(paths.disk_paths) == [
+        "D:\\VMs\\sql01\\Virtual Hard Disks\\sql01.vhdx",  # not named: stays
+        "F:\\Data\\sql01-data1.vhdx",
+    ]
+    assert not lab.server.estate.local("hv01", SQL_DATA).exists()
+    # the same request again (a rerun after a crash past the switch) is already done
+    again = prechecks.run(client, req, OPTS).report
+    assert again.ok and again.already_done
+    assert pipeline.run_copy(client, store, move_id, req, poll_s=0.05)["skipped"]
+    pipeline.run_cutover(client, store, move_id, req)
+
+
+def test_vhds_mode_to_a_share_moves_only_the_listed_disk(client, lab: Lab, store: Store) -> None:
+    source = lab.vm("web01").drives[0].path
+    target = "\\\\fs01\\vmstore\\web01\\web01.vhdx"
+    req = MoveRequest(
+        host="hv01", vm="web01", mode="vhds", vhds=[{"source": source, "destination": target}]
+    )
+    move_id = open_record(lab, store, req)
+    run_all(client, store, move_id, req)
+    record = store.get(move_id)
+    assert record.verified and record.source_removed, record.reason
+    paths = client.vm_paths(lab.vm("web01").id)
+    assert paths.disk_paths == [target]
+    assert paths.configuration_location == "D:\\VMs\\web01"  # configuration not named: stays
+    assert prechecks.run(client, req, OPTS).report.already_done
+
+
+def test_a_source_that_is_not_a_disk_of_the_vm_fails_prechecks(client, lab: Lab) -> None:
+    req = MoveRequest(
+        host="hv01",
+        vm="web01",
+        mode="vhds",
+        vhds=[{"source": "D:\\VMs\\web01\\other.vhdx", "destination": "E:\\x\\other.vhdx"}],
+    )
+    report = prechecks.run(client, req, OPTS).report
+    assert not report.ok and "disk" in names(report, "fail")
