@@ -325,7 +325,8 @@ def _print_precheck_summary(reports: list[Any]) -> None:
 WindowOpt = Annotated[
     str | None,
     typer.Option(
-        "--window", help="HH:MM-HH:MM (default: the config's), or 'now' for 24 h from now"
+        "--window",
+        help="HH:MM-HH:MM (default: the config's), 'now' (24 h from now) or 'now+MINUTES'",
     ),
 ]
 TzOpt = Annotated[str | None, typer.Option("--timezone", help="IANA name (default: the config's)")]
