@@ -77,7 +77,7 @@ def request_problem(m: MoveRequest) -> str:
             return "mode 'all' takes only 'destination:'; use mode 'components' for separate paths"
         if bad_path(m.destination):
             return (
-                f"destination {m.destination!r} is not an absolute Windows path "
+                f"destination '{m.destination}' is not an absolute Windows path "
                 "(like 'E:\\VMs\\web01' or '\\\\server\\share\\web01')"
             )
     else:
@@ -98,21 +98,21 @@ def request_problem(m: MoveRequest) -> str:
             )
         for p in [m.virtual_machine_path, m.snapshot_file_path, m.smart_paging_file_path]:
             if p and bad_path(p):
-                return f"{p!r} is not an absolute Windows path"
+                return f"'{p}' is not an absolute Windows path"
         seen: set[str] = set()
         for v in m.vhds:
             for p in (v.source, v.destination):
                 if bad_path(p):
-                    return f"{p!r} is not an absolute Windows path"
+                    return f"'{p}' is not an absolute Windows path"
             if norm(v.source) in seen:
-                return f"disk {v.source!r} is listed twice"
+                return f"disk '{v.source}' is listed twice"
             seen.add(norm(v.source))
             if (
                 v.source.replace("/", "\\").rsplit("\\", 1)[-1].lower()
                 != v.destination.replace("/", "\\").rsplit("\\", 1)[-1].lower()
             ):
                 return (
-                    f"{v.destination!r}: Move-VMStorage keeps file names; the destination "
+                    f"'{v.destination}': Move-VMStorage keeps file names; the destination "
                     f"must end in the source's file name"
                 )
     return ""
@@ -178,7 +178,7 @@ def _against_vm(move: MoveRequest, vm: VMInfo, known_targets: set[tuple[str, str
     for v in move.vhds:
         if norm(v.source) not in files and norm(v.destination) not in files:
             return (
-                f"{v.source!r} is not a disk of {vm.name} (its disks: "
+                f"'{v.source}' is not a disk of {vm.name} (its disks: "
                 + ", ".join(sorted(x.path for x in vm.vhd_files()))
                 + ")"
             )
@@ -190,10 +190,10 @@ def _against_vm(move: MoveRequest, vm: VMInfo, known_targets: set[tuple[str, str
     ):
         # the same destination recorded for this VM before means a rerun (resume): allowed
         return (
-            f"destination {move.destination!r} is the VM's current location; nothing would "
+            f"destination '{move.destination}' is the VM's current location; nothing would "
             "move - give the folder to move to"
         )
     for v in move.vhds:
         if norm(v.source) == norm(v.destination):
-            return f"disk {v.source!r}: destination equals source"
+            return f"disk '{v.source}': destination equals source"
     return ""

@@ -30,8 +30,8 @@ def cleanup_task(
     with recorded(store, move_id, "cleanup") as set_state:
         evidence = pipeline.run_cleanup(client, store, move_id, hosts=hosts, ask=ask)
         log.info(
-            "removed %d file(s) and %d folder(s) from the source (asked %s which files their VMs "
-            "use)",
+            "removed %d file(s) and %d folder(s) from the source; asked first whose VMs use "
+            "them: %s",
             len(evidence["removed"]),
             len(evidence["folders_removed"]),
             ", ".join(evidence["asked"]),

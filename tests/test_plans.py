@@ -64,7 +64,7 @@ def check(lab: Lab, text: str) -> None:
         (
             "moves:\n  - {host: hv01, vm: web01, mode: vhds, vhds: [{source: 'D:\\a.vhdx', "
             "destination: 'E:\\a.vhdx'}]}\n",
-            "'D:\\\\a.vhdx' is not a disk of web01",
+            "'D:\\a.vhdx' is not a disk of web01",
         ),
         (
             "moves:\n  - {host: hv01, vm: web01, mode: vhds, vhds: [{source: "
