@@ -106,7 +106,7 @@ def run(
         )
         return Outcome(report, vm, plan)
     report.bytes_to_copy = plan.bytes_to_copy
-    _blockers(client, vm, plan, options, ours, add)
+    _blockers(client, vm, plan, options, ours, add, request.mode)
     _destinations(client, vm, plan, options, reserved, ours, report)
     _limit(facts, add)
     _speed(client, vm, plan, options, report)
@@ -125,7 +125,13 @@ def _lookup(client: HostClient, ref: str, vm_id: str | None) -> VMInfo | None:
 
 
 def _blockers(
-    client: HostClient, vm: VMInfo, plan: MoveLayout, options: Options, ours: OwnAttempt, add
+    client: HostClient,
+    vm: VMInfo,
+    plan: MoveLayout,
+    options: Options,
+    ours: OwnAttempt,
+    add,
+    mode: str = "all",
 ) -> None:
     job = client.move_status(vm.id).job
     if job is not None and job.running:
@@ -196,8 +202,12 @@ def _blockers(
             Check(
                 name="checkpoints",
                 status=status,
-                detail=f"{len(vm.checkpoints)} checkpoint(s): the whole chain "
-                f"({len(plan.vhds)} files) moves with the VM",
+                detail=f"{len(vm.checkpoints)} checkpoint(s): "
+                + (
+                    f"the whole chain ({len(plan.vhds)} files) moves with the VM"
+                    if mode == "all"
+                    else f"this move names {len(plan.vhds)} disk file(s)"
+                ),
                 remedy="delete or merge checkpoints first to move less"
                 if status == "warn"
                 else "merge the checkpoints (or set defaults.allow_checkpoints: true)",
