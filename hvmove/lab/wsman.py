@@ -1104,9 +1104,7 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
                 self._challenge()
                 return False, []
             final = (
-                [(("WWW-Authenticate"), f"{scheme} {base64.b64encode(out).decode()}")]
-                if out
-                else []
+                [("WWW-Authenticate", f"{scheme} {base64.b64encode(out).decode()}")] if out else []
             )
             if not self._negotiating.complete:
                 self._challenge(final[0][1])

@@ -74,36 +74,43 @@ function Add-HvmChain([string]$path, [string]$owner) {
 # 1. What the VMs of this host reference.
 $vmHost = Get-VMHost
 $hostDefaults = @((Get-HvmRefKey ([string]$vmHost.VirtualHardDiskPath)), (Get-HvmRefKey ([string]$vmHost.VirtualMachinePath)))
-foreach ($vm in @(Get-VM)) {
-    $owner = [string]$vm.Name
-    $ids = [System.Collections.Generic.List[string]]::new()
-    $ids.Add($vm.Id.ToString().ToLowerInvariant())
-    $drives = [System.Collections.Generic.List[object]]::new()
-    $dvds = [System.Collections.Generic.List[object]]::new()
-    foreach ($d in @(Get-VMHardDiskDrive -VM $vm)) { $drives.Add($d) }
-    foreach ($d in @(Get-VMDvdDrive -VM $vm)) { $dvds.Add($d) }
-    foreach ($s in @(Get-VMSnapshot -VM $vm)) {
-        $ids.Add(([string]$s.Id).ToLowerInvariant())
-        foreach ($d in @(Get-VMHardDiskDrive -VMSnapshot $s)) { $drives.Add($d) }
-        foreach ($d in @(Get-VMDvdDrive -VMSnapshot $s)) { $dvds.Add($d) }
-    }
-    foreach ($d in $drives) {
-        if ($d.Path -and $null -eq $d.DiskNumber) { Add-HvmChain ([string]$d.Path) $owner }
-    }
-    foreach ($d in $dvds) {
-        if ($d.Path) { $referenced[(Get-HvmRefKey ([string]$d.Path))] = "an ISO file of VM '$owner'" }
-    }
-    foreach ($location in @($vm.Path, $vm.ConfigurationLocation, $vm.SnapshotFileLocation, $vm.SmartPagingFilePath)) {
-        if (-not $location) { continue }
-        $entry = @{
-            key   = (Get-HvmRefKey ([string]$location))
-            path  = [string]$location
-            owner = $owner
-            ids   = $ids.ToArray()
+# Records what every VM of this host references: drives and checkpoint drives with their
+# chains, ISO files, and its locations (with the VM and checkpoint ids found in file names).
+# A function, so that the copy in each script that needs it stays identical (a test checks).
+function Add-HvmVmReferences {
+    foreach ($vm in @(Get-VM)) {
+        $owner = [string]$vm.Name
+        $ids = [System.Collections.Generic.List[string]]::new()
+        $ids.Add($vm.Id.ToString().ToLowerInvariant())
+        $drives = [System.Collections.Generic.List[object]]::new()
+        $dvds = [System.Collections.Generic.List[object]]::new()
+        foreach ($d in @(Get-VMHardDiskDrive -VM $vm)) { $drives.Add($d) }
+        foreach ($d in @(Get-VMDvdDrive -VM $vm)) { $dvds.Add($d) }
+        foreach ($s in @(Get-VMSnapshot -VM $vm)) {
+            $ids.Add(([string]$s.Id).ToLowerInvariant())
+            foreach ($d in @(Get-VMHardDiskDrive -VMSnapshot $s)) { $drives.Add($d) }
+            foreach ($d in @(Get-VMDvdDrive -VMSnapshot $s)) { $dvds.Add($d) }
         }
-        $locations.Add($entry)
+        foreach ($d in $drives) {
+            if ($d.Path -and $null -eq $d.DiskNumber) { Add-HvmChain ([string]$d.Path) $owner }
+        }
+        foreach ($d in $dvds) {
+            if ($d.Path) { $referenced[(Get-HvmRefKey ([string]$d.Path))] = "an ISO file of VM '$owner'" }
+        }
+        foreach ($location in @($vm.Path, $vm.ConfigurationLocation, $vm.SnapshotFileLocation, $vm.SmartPagingFilePath)) {
+            if (-not $location) { continue }
+            $entry = @{
+                key   = (Get-HvmRefKey ([string]$location))
+                path  = [string]$location
+                owner = $owner
+                ids   = $ids.ToArray()
+            }
+            $locations.Add($entry)
+        }
     }
 }
+
+Add-HvmVmReferences
 
 # Why $p must not be deleted, or $null.
 function Get-HvmFileRefusal([string]$p) {
