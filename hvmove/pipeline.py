@@ -176,7 +176,8 @@ def run_copy(
         reason = job.error_description or "no reason given"
         # AvoidRemovingVHDs also keeps a failed move's partial destination ("VHDs on the
         # destination in failure"): hvmove removes its own files (never one a VM references)
-        leftovers = _remove_own_leftovers(client, store.get(move_id))
+        # (only for a job that ended: the last sight of a running job that vanished says nothing)
+        leftovers = "" if job.running else _remove_own_leftovers(client, store.get(move_id))
         raise StepFailed(
             f"the storage migration ended {job.job_state}: {reason} "
             f"(error {job.error_code:#x}); the VM stays on its source{leftovers}"
