@@ -30,6 +30,7 @@ def script(name: str) -> Callable[[F], F]:
 class ScriptBase:
     estate: Estate
     engine: Engine
+    start_without_job: bool = False
 
     def _vm(self, host: str, vm_id: Any) -> LabVM:
         vm = self.estate.vm(host, str(vm_id or ""))
