@@ -23,7 +23,7 @@ BAD_PLANS = [
     ("destination: 'E:\\VMs\\web01.'", "ends with a period"),
     ("destination: 'E:\\VMs\\web01 '", "ends with a space"),
     ("destination: 'E:\\VMs\\a:b'", "':', a character Windows reserves"),
-    ("destination: 'E:\\" + "x" * 300 + "'", "characters long"),
+    ("destination: 'E:\\" + "\\".join(["x" * 50] * 6) + "'", "Windows paths hold at most 259"),
     (
         f"mode: vhds, vhds: [{{source: '{WEB01_DISK}', destination: '{WEB01_DISK}'}}]",
         "destination equals source",
