@@ -432,6 +432,10 @@ class Engine:
         with open(target, "r+b") as fh:
             fh.seek(header.block_offset(header.blocks // 2) + 100)
             fh.write(os.urandom(64))
+            # and a torn tail: the guest keeps writing whole blocks (through the mirror, then on
+            # the new disk) and would heal a corrupt block before Test-VHD looks; this it cannot
+            fh.seek(0, os.SEEK_END)
+            fh.write(os.urandom(512))
 
     def _switch(self, job: Job, vm: LabVM) -> None:
         job.cancellable = False
