@@ -6,6 +6,8 @@ models, and a key a newer host adds is ignored.
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from hvmove.models import Model
 
 
@@ -49,9 +51,9 @@ class HostReadiness(Model):
     is_hyperv_admin: bool  # member of Hyper-V Administrators (S-1-5-32-578)
     winrm: WinRMQuotas
     ui_culture: str
-    cluster_volumes: list[ClusterVolume] = []
-    cluster_roles: list[ClusterRole] = []
-    shares: list[ShareAccess] = []
+    cluster_volumes: list[ClusterVolume] = Field(default_factory=list)
+    cluster_roles: list[ClusterRole] = Field(default_factory=list)
+    shares: list[ShareAccess] = Field(default_factory=list)
 
 
 # --- New-CanaryVM.ps1 ----------------------------------------------------------------------------
@@ -62,7 +64,7 @@ class CanaryCreated(Model):
     base_path: str  # the 1 GiB dynamic disk with the pattern
     child_path: str  # its differencing child, with brackets in its name
     pattern_sha256: str  # of the pattern file written inside the base disk
-    markers: list[str] = []
+    markers: list[str] = Field(default_factory=list)
 
 
 # --- Test-CanaryPremises.ps1 ---------------------------------------------------------------------
@@ -84,6 +86,6 @@ class CanaryItem(Model):
 
 
 class CanaryRemoval(Model):
-    vms_removed: list[CanaryItem] = []  # path = VM id, reason = name
-    folders_removed: list[str] = []
-    kept: list[CanaryItem] = []
+    vms_removed: list[CanaryItem] = Field(default_factory=list)  # path = VM id, reason = name
+    folders_removed: list[str] = Field(default_factory=list)
+    kept: list[CanaryItem] = Field(default_factory=list)

@@ -24,7 +24,9 @@ __all__ = ["DoctorReport", "HostReport", "run"]
 Connect = Callable[[Config, str], HostClient]
 
 
-def run(config: Config, hosts: list[str] | None = None, connect: Connect = open_client) -> DoctorReport:
+def run(
+    config: Config, hosts: list[str] | None = None, connect: Connect = open_client
+) -> DoctorReport:
     """Check the named hosts (default: every host in hvmove.yaml)."""
     chosen: list[HostConfig] = (
         [config.host(name) for name in hosts] if hosts else list(config.hosts)

@@ -118,8 +118,12 @@ def _tls(report: HostReport, config: Config, host: HostConfig) -> bool:
         return False
     days = result.days_left()
     if not host.cert_validation:
-        report.add("tls", "warn", "certificate validation is off (insecure: true)",
-                   "set ca_file: and turn cert_validation back on")
+        report.add(
+            "tls",
+            "warn",
+            "certificate validation is off (insecure: true)",
+            "set ca_file: and turn cert_validation back on",
+        )
     elif days is not None and days < TLS_WARN_DAYS:
         report.add(
             "tls",
@@ -169,11 +173,13 @@ def _from_readiness(
         "clock",
         status,
         f"host clock {skew:+.1f} s from the orchestrator's",
-        "" if status == "pass" else "sync both clocks with the domain's time source "
+        ""
+        if status == "pass"
+        else "sync both clocks with the domain's time source "
         "(w32tm /resync on the host; NTP on the orchestrator)",
         skew_seconds=round(skew, 1),
     )
-    major_minor = tuple(int(x) for x in (r.ps_version.split(".") + ["0", "0"])[:2])
+    major_minor = tuple(int(x) for x in [*r.ps_version.split("."), "0", "0"][:2])
     if major_minor < (5, 1):
         report.add(
             "powershell",
@@ -183,7 +189,7 @@ def _from_readiness(
         )
     else:
         report.add("powershell", "pass", f"PowerShell {r.ps_version}")
-    build = int((r.os_version.split(".") + ["0", "0", "0"])[2] or 0)
+    build = int([*r.os_version.split("."), "0", "0", "0"][2] or 0)
     if build < WS2016_BUILD:
         report.add(
             "os",
@@ -249,9 +255,7 @@ def _share_checks(report: HostReport, host: HostConfig, shares: list[md.ShareAcc
             )
 
 
-def _from_facts(
-    report: HostReport, config: Config, host: HostConfig, f: models.HostFacts
-) -> int:
+def _from_facts(report: HostReport, config: Config, host: HostConfig, f: models.HostFacts) -> int:
     limit = f.maximum_storage_migrations
     concurrency = min(limit, host.max_storage_migrations or limit)
     if limit < 1:

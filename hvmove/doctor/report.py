@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from hvmove.models import Check, Model
 
 
 class HostReport(Model):
     host: str
     address: str
-    checks: list[Check] = []
+    checks: list[Check] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -23,7 +25,7 @@ class HostReport(Model):
 
 
 class DoctorReport(Model):
-    hosts: list[HostReport] = []
+    hosts: list[HostReport] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -41,9 +41,11 @@ def probe(address: str, port: int, ca_file: Path | None, validate: bool) -> TlsR
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((address, port), timeout=10) as sock:
-            with context.wrap_socket(sock, server_hostname=address):
-                pass
+        with (
+            socket.create_connection((address, port), timeout=10) as sock,
+            context.wrap_socket(sock, server_hostname=address),
+        ):
+            pass
     except ssl.SSLCertVerificationError as exc:
         code = exc.verify_code
         problem = {
@@ -62,9 +64,11 @@ def _peer_certificate(address: str, port: int) -> tuple[list[str], datetime.date
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((address, port), timeout=10) as sock:
-            with context.wrap_socket(sock, server_hostname=_sni(address)) as tls:
-                der = tls.getpeercert(binary_form=True)
+        with (
+            socket.create_connection((address, port), timeout=10) as sock,
+            context.wrap_socket(sock, server_hostname=_sni(address)) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
     except (ssl.SSLError, OSError):
         return [], None
     if not der:

@@ -1110,9 +1110,7 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
                     cbt = None
                     host_cbt = self.server.lab_host.cbt or endpoint._cbt
                     if host_cbt is not None:
-                        cbt = spnego.channel_bindings.GssChannelBindings(
-                            application_data=host_cbt
-                        )
+                        cbt = spnego.channel_bindings.GssChannelBindings(application_data=host_cbt)
                     self._negotiating = spnego.server(
                         protocol="negotiate",
                         channel_bindings=cbt,

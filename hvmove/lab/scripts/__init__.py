@@ -7,8 +7,9 @@ pydantic models the client parses.
 
 One module per domain: ``inventory`` (reading the estate), ``probes`` (ODX, bandwidth, Test-VHD),
 ``moves`` (start, follow, stop), ``cleanup`` (references and deletion), ``doctor`` and
-``canary`` (issue 11: readiness, the canary VM, account rights, contract faults). A new script is a method
-marked ``@script("Name")`` in a mixin of its domain, and the mixin is listed in ``LabScripts``.
+``canary`` (issue 11: readiness, account rights, contract faults, the canary VM). A new script
+is a method marked ``@script("Name")`` in a mixin of its domain, and the mixin is listed in
+``LabScripts``.
 """
 
 from __future__ import annotations

@@ -112,4 +112,6 @@ class DoctorScripts(ScriptBase):
             reachable = self.estate.local(host, path).is_dir()
         except ValueError:
             reachable = False
-        return md.ShareAccess(path=path, reachable=reachable, error="" if reachable else "not found")
+        return md.ShareAccess(
+            path=path, reachable=reachable, error="" if reachable else "not found"
+        )
