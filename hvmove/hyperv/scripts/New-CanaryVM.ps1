@@ -4,7 +4,8 @@
 # '<Name>.vhdx' with a known pattern written through the host (mounted, one NTFS partition, a
 # 1 MiB pattern file, dismounted), its differencing child '<Name> [child].vhdx' (brackets on
 # purpose), and an Off generation 2 VM '<Name>' with its configuration in Path and the child
-# attached. Every folder must be named <Name> and the name must start with 'hvmove-canary-'.
+# attached. Every folder must be named <Name>, inside a folder that exists, and the name must
+# start with 'hvmove-canary-'.
 # Prints one CanaryCreated document with the SHA-256 of the pattern file.
 param([string]$Name, [string]$Path, [string[]]$MarkerFolder = @(), [string]$Marker)
 $ErrorActionPreference = 'Stop'
@@ -14,9 +15,14 @@ if ($Name -notmatch '^hvmove-canary-[a-z0-9]+$') {
     throw "Name '$Name' must be '$prefix' followed by lower-case letters and digits"
 }
 $folders = @($Path) + @($MarkerFolder)
+# Only folders named after the canary are created: their parents must exist already, so that
+# removing the canary's folders removes everything it made.
 foreach ($f in $folders) {
-    if ([System.IO.Path]::GetFileName(([string]$f).TrimEnd('\')) -ne $Name) {
-        throw "Folder '$f' must be named '$Name'"
+    $text = ([string]$f).TrimEnd('\')
+    if ([System.IO.Path]::GetFileName($text) -ne $Name) { throw "Folder '$f' must be named '$Name'" }
+    $parent = [System.IO.Path]::GetDirectoryName($text)
+    if (-not $parent -or -not [System.IO.Directory]::Exists($parent)) {
+        throw "Folder '$parent' does not exist; give a folder that exists"
     }
 }
 $existing = @(Get-VM -ErrorAction SilentlyContinue | Where-Object { $_.Name -eq $Name })

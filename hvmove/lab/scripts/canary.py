@@ -69,8 +69,13 @@ class CanaryScripts(ScriptBase):
                 f"Name '{name}' must be 'hvmove-canary-' followed by lower-case letters and digits"
             )
         for folder in folders:
-            if PureWindowsPath(folder.rstrip("\\")).name != name:
+            win = PureWindowsPath(folder.rstrip("\\"))
+            if win.name != name:
                 raise ScriptFailed(f"Folder '{folder}' must be named '{name}'")
+            if not self._local(host, str(win.parent)).is_dir():
+                raise ScriptFailed(
+                    f"Folder '{win.parent}' does not exist; give a folder that exists"
+                )
         with self.estate.lock:
             if any(vm.name == name for vm in self.estate.vms_on(host)):
                 raise ScriptFailed(f"A VM named '{name}' already exists")
