@@ -41,7 +41,7 @@ import random
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -229,13 +229,15 @@ class Window(_Frozen):
     def _ordered(self) -> Self:
         if self.margin < timedelta(0):
             raise ValueError("the safety margin cannot be negative")
-        if self.end - self.margin <= self.start:
+        if self.last_finish <= self.start:
             raise ValueError("the window ends (less its margin) before it starts")
         return self
 
     @property
     def last_finish(self) -> datetime:
-        return self.end - self.margin
+        # In UTC: Python adds and subtracts datetimes of one zone as wall-clock times, which is
+        # an hour off on a daylight-saving night.
+        return self.end.astimezone(UTC) - self.margin
 
 
 class RunningMove(_Frozen):
@@ -621,7 +623,8 @@ def plan(
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    origin = max(now, window.start)
+    # every duration is real time: UTC, whatever zone the window was given in
+    origin = max(now, window.start).astimezone(UTC)
     horizon = (window.last_finish - origin).total_seconds()
     # an overdue move holds its slots through the window: nobody knows when it will end
     estate = _estate(moves, volumes, limits, running, now, origin, overdue_end=max(horizon, 0.0))

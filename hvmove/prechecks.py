@@ -106,11 +106,28 @@ def run(
         )
         return Outcome(report, vm, plan)
     report.bytes_to_copy = plan.bytes_to_copy
-    _blockers(client, vm, plan, options, ours, add, request.mode)
+    own_job_running = _blockers(client, vm, plan, options, ours, add, request.mode)
     _destinations(client, vm, plan, options, reserved, ours, report)
     _limit(facts, add)
     _speed(client, vm, plan, options, report)
+    if own_job_running:
+        _follow_rather_than_block(report)
     return Outcome(report, vm, plan)
+
+
+def _follow_rather_than_block(report: PrecheckReport) -> None:
+    """This move's own job is copying on the host: blocking now would leave Hyper-V copying
+    with nobody following (and the next run would see "another move running"). What prechecks
+    found becomes a warning, and the copy step attaches to the job."""
+    for i, c in enumerate(report.checks):
+        if c.status == "fail":
+            report.checks[i] = c.model_copy(
+                update={
+                    "status": "warn",
+                    "remedy": "this move is already running on the host; hvmove follows it "
+                    "to its end" + (f" (otherwise: {c.remedy})" if c.remedy else ""),
+                }
+            )
 
 
 def _lookup(client: HostClient, ref: str, vm_id: str | None) -> VMInfo | None:
@@ -132,10 +149,13 @@ def _blockers(
     ours: OwnAttempt,
     add,
     mode: str = "all",
-) -> None:
+) -> bool:
+    """Adds the checks that block a move; True when this move's own job is running."""
+    own_job_running = False
     job = client.move_status(vm.id).job
     if job is not None and job.running:
         if ours.job_id and job.job_id == ours.job_id:
+            own_job_running = True
             add(
                 Check(
                     name="move running",
@@ -243,6 +263,7 @@ def _blockers(
                 remedy="use mode 'vhds' with a destination per disk",
             )
         )
+    return own_job_running
 
 
 def _destinations(
@@ -285,9 +306,21 @@ def _destinations(
     report.source_volume = volume_key(client.name, source)
     needed: dict[str, int] = defaultdict(int)
     info: dict[str, models.VolumeInfo] = {}
-    for (_, size), vol in zip(wants, volumes, strict=True):
+    existing = client.vhd_facts(list(plan.vhds.values())).disks
+    own = {norm(p) for p in ours.destinations}
+    # an earlier attempt's partial files already take their space from "free": charging the
+    # whole move again would block the rerun of a half-copied move by its own copy
+    credit = {
+        norm(d.path): d.vhd.file_size
+        for d in existing
+        if d.exists and d.vhd is not None and norm(d.path) in own
+    }
+    copied: dict[str, int] = defaultdict(int)
+    for (path, size), vol in zip(wants, volumes, strict=True):
         key = volume_key(client.name, vol)
-        needed[key] += size
+        done = min(size, credit.get(norm(path), 0))
+        needed[key] += size - done
+        copied[key] += done
         info[key] = vol
     report.needed_by_volume = dict(needed)
     report.destination_volume = next(iter(needed), "")
@@ -305,13 +338,20 @@ def _destinations(
             "volume": vol.volume,
             "bytes_needed": need,
             "free": vol.free,
+            "already_copied": copied[key],
             "reserved_by_batch": reserved.get(key, 0),
             "free_after": after,
             "headroom": headroom,
             "capacity": vol.capacity,
         }
         text = (
-            f"{vol.volume} needs {need / GiB:,.1f} GiB; {vol.free / GiB:,.1f} GiB free"
+            f"{vol.volume} needs {need / GiB:,.1f} GiB"
+            + (
+                f" more ({copied[key] / GiB:,.1f} GiB already copied by this move)"
+                if copied[key]
+                else ""
+            )
+            + f"; {vol.free / GiB:,.1f} GiB free"
             + (
                 f", {reserved[key] / GiB:,.1f} GiB reserved by the batch"
                 if reserved.get(key)
@@ -344,12 +384,7 @@ def _destinations(
                         numbers={"growth": growth},
                     )
                 )
-    existing = client.vhd_facts(list(plan.vhds.values())).disks
-    theirs = [
-        d.path
-        for d in existing
-        if d.exists and norm(d.path) not in {norm(p) for p in ours.destinations}
-    ]
+    theirs = [d.path for d in existing if d.exists and norm(d.path) not in own]
     if theirs:
         add(
             Check(

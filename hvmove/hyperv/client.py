@@ -190,9 +190,17 @@ class HostClient:
             if exc.code == 400 and self.host.transport == "http" and self.host.auth != "basic":
                 # After a reconnect (host reboot, dropped connection) pypsrp logs on again but
                 # resends the message sealed with the old logon's keys, which the host cannot
-                # read: nothing ran, so it is retried once on a new pool like a lost shell.
-                return e.ShellGone(
-                    host, name, "the host could not decrypt a message sealed before a reconnect"
+                # read. Refused while sending, the command was never created: retried once on a
+                # new pool like a lost shell. Refused while receiving, the command had already
+                # been accepted: a mutating script may have run, so it is "maybe ran".
+                if phase == "send" or not spec.mutating:
+                    return e.ShellGone(
+                        host, name, "the host could not decrypt a message sealed before a reconnect"
+                    )
+                return e.MaybeRanError(
+                    host,
+                    name,
+                    "HTTP 400 after the host had accepted the command; look before retrying",
                 )
             if exc.code < 500:
                 return e.PermanentError(host, name, f"HTTP {exc.code}: {exc.response_text[:200]}")
