@@ -31,7 +31,7 @@ from hvmove.models_doctor import CanaryCreated, CanaryRemoval
 from hvmove.moves import follow, start_or_attach
 from hvmove.store import Store
 
-__all__ = ["PREFIX", "CanaryReport", "run"]
+__all__ = ["PREFIX", "CanaryReport", "Step", "remove_canaries", "run", "write"]
 
 PREFIX = "hvmove-canary-"
 
