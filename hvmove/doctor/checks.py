@@ -58,10 +58,12 @@ def check_host(
         t1 = time.time()
         if isinstance(readiness.result, md.HostReadiness):
             _from_readiness(report, host, readiness.result, (t0 + t1) / 2)
+        # without the host's MaximumStorageMigrations, assume the common default of 2
+        concurrency = host.max_storage_migrations or 2
         if isinstance(facts.result, models.HostFacts):
             concurrency = _from_facts(report, config, host, facts.result)
-            if isinstance(readiness.result, md.HostReadiness):
-                _winrm(report, readiness.result.winrm, concurrency)
+        if isinstance(readiness.result, md.HostReadiness):
+            _winrm(report, readiness.result.winrm, concurrency)
         for outcome in [facts, inventory, readiness, *_other_scripts(client, inventory)]:
             _contract(report, outcome)
     return report

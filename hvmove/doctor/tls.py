@@ -14,6 +14,7 @@ from cryptography import x509
 
 # OpenSSL's X509_V_ERR_* codes that decide the remedy
 _HOSTNAME_MISMATCH = 62
+_IP_MISMATCH = 64
 _EXPIRED = 10
 _NOT_YET_VALID = 9
 
@@ -50,6 +51,7 @@ def probe(address: str, port: int, ca_file: Path | None, validate: bool) -> TlsR
         code = exc.verify_code
         problem = {
             _HOSTNAME_MISMATCH: "name",
+            _IP_MISMATCH: "name",
             _EXPIRED: "expired",
             _NOT_YET_VALID: "expired",
         }.get(code, "untrusted")

@@ -97,6 +97,9 @@ class LabHost(BaseModel):
     hyperv_module: str | None = "2.0.0.0"  # None: the Hyper-V PowerShell module is not installed
     ui_culture: str = "en-US"
     clock_offset_s: float = 0.0  # the host's clock minus the real one
+    # script -> {field: value}: this host prints that value in that field, a contract mismatch
+    # for `hvmove doctor` to catch (a top-level field of the script's document)
+    contract_faults: dict[str, dict[str, Any]] = {}
 
 
 class LabPremises(BaseModel):
@@ -127,9 +130,6 @@ class LabSettings(BaseModel):
     # encryption over HTTP) or "basic"; the listener accepts both
     auth: Literal["negotiate", "basic"] = "negotiate"
     premises: LabPremises = LabPremises()
-    # script -> {field: value}: the lab prints that value in that field, a contract mismatch
-    # for `hvmove doctor` to catch (a top-level field of the script's document)
-    contract_faults: dict[str, dict[str, Any]] = {}
 
 
 class EstateData(BaseModel):

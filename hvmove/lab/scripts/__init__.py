@@ -81,7 +81,7 @@ class LabScripts(
         self.check_rights(inv.host, name)
         result = self.handlers[name](inv.host, params)
         self.note_started(inv, name, result)
-        return self.contract_fault(name, result.model_dump_json())
+        return self.contract_fault(inv.host, name, result.model_dump_json())
 
     def _bind(self, name: str, sent: dict[str, Any]) -> dict[str, Any]:
         declared = {p.lower(): p for p in parse_param_names(script_text(name))}

@@ -33,9 +33,9 @@ class DoctorScripts(ScriptBase):
                 "PermissionDenied",
             )
 
-    def contract_fault(self, name: str, text: str) -> str:
-        """The lab's setting ``contract_faults``: print a wrong value in a field."""
-        fault = self.estate.settings.contract_faults.get(name)
+    def contract_fault(self, host: str, name: str, text: str) -> str:
+        """The host's lab setting ``contract_faults``: print a wrong value in a field."""
+        fault = self.estate.host(host).contract_faults.get(name)
         if not fault:
             return text
         doc = json.loads(text)
