@@ -174,3 +174,12 @@ def test_cli_exit_codes_and_json(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> N
     failed = [c for c in json.loads(bad_json.output)["hosts"][0]["checks"] if c["status"] == "fail"]
     assert [c["name"] for c in failed] == ["share \\\\fs01\\vmstore"]
     assert "cifs" in failed[0]["remedy"]
+
+
+def test_a_failed_check_must_carry_a_remedy() -> None:
+    from hvmove.doctor.report import HostReport
+
+    report = HostReport(host="hv01", address="127.0.0.1:5986")
+    with pytest.raises(ValueError, match="without a remedy"):
+        report.add("rights", "fail", "no rights")
+    report.add("rights", "warn", "odd")  # a warning may go without one

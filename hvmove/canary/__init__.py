@@ -34,6 +34,7 @@ from hvmove.store import Store
 __all__ = ["PREFIX", "CanaryReport", "Step", "remove_canaries", "run", "write"]
 
 PREFIX = "hvmove-canary-"
+SESSION_WATCH_S = 5.0  # how long the job is watched after its starting session closed
 
 
 class CanaryFailed(HvmoveError):
@@ -205,13 +206,24 @@ def _session_premise(r: _Run, request: models.MoveRequest, move_id: str) -> Prem
         start = start_or_attach(
             starter, request.vm, "all", destination=request.destination or "", retain_source=True
         )
+        at_close = starter.move_status(request.vm).job
     if start.job is not None:
         r.store.update(move_id, job_id=start.job.job_id)
-    job = r.client.move_status(request.vm).job
+    name = "job visible after the starting session closed"
+    if at_close is None or not at_close.running:
+        return Premise(
+            name=name,
+            observed=None,
+            detail="inconclusive: the move had ended before its session closed "
+            f"({at_close.job_state if at_close else 'no job'})",
+            impact="not observed on this host with the canary's small disk",
+        )
+    # a cancel takes effect asynchronously: watch the job for a few seconds from this session
+    job = follow(r.client, request.vm, poll_s=min(r.poll_s, 0.5), timeout_s=SESSION_WATCH_S)
     survived = job is not None and job.job_state not in ("Terminated", "Killed")
     state = job.job_state if job else "no job"
     return Premise(
-        name="job visible after the starting session closed",
+        name=name,
         observed=survived,
         detail=f"started in one WinRM session, closed it; another session sees: {state}"
         + (f" ({job.percent_complete} %)" if job else ""),
