@@ -279,4 +279,7 @@ def options_for(cfg: Config, request: MoveRequest) -> prechecks.Options:
         headroom_percent=d.headroom_percent if headroom is None else headroom,
         probe_mib=request.probe_mib or d.probe_mib,
         allow_checkpoints=d.allow_checkpoints,
+        keep_source=d.keep_source_until_verified
+        if request.keep_source_until_verified is None
+        else request.keep_source_until_verified,
     )

@@ -27,6 +27,7 @@ class Options:
     probe_mib: int = 64
     probe: bool = True
     allow_checkpoints: bool = True
+    keep_source: bool = True  # keep_source_until_verified: the WMI path with AvoidRemovingVHDs
 
 
 @dataclass
@@ -109,10 +110,50 @@ def run(
     own_job_running = _blockers(client, vm, plan, options, ours, add, request.mode)
     _destinations(client, vm, plan, options, reserved, ours, report)
     _limit(facts, add)
+    _move_path(facts, options, report)
     _speed(client, vm, plan, options, report)
     if own_job_running:
         _follow_rather_than_block(report)
     return Outcome(report, vm, plan)
+
+
+def _move_path(facts: models.HostFacts, options: Options, report: PrecheckReport) -> None:
+    """Which way the move starts, and so what happens to the source. Move-VMStorage deletes the
+    source copy of every moved disk at the switch (-RetainVhdCopiesOnSource keeps only parents);
+    only the WMI migration with AvoidRemovingVHDs keeps them until hvmove has verified the
+    destination, and a host without that property cannot keep them at all."""
+    if not options.keep_source:
+        report.move_path = "move-vmstorage"
+        report.checks.append(
+            Check(
+                name="source copy",
+                status="pass",
+                detail="Move-VMStorage: Hyper-V deletes the source copy of each moved disk when "
+                "the VM switches, before verification (keep_source_until_verified: false)",
+            )
+        )
+    elif facts.keep_source_supported:
+        report.move_path = "wmi"
+        report.checks.append(
+            Check(
+                name="source copy",
+                status="pass",
+                detail="WMI storage migration with AvoidRemovingVHDs: every source copy is kept "
+                "until the destination is verified",
+            )
+        )
+    else:
+        report.checks.append(
+            Check(
+                name="source copy",
+                status="fail",
+                detail="cannot keep the source until verified on this host: "
+                f"{facts.keep_source_detail or 'AvoidRemovingVHDs is not available'}",
+                remedy="update the host (AvoidRemovingVHDs came with Windows Server 2016 / "
+                "Windows 10 1703), or set keep_source_until_verified: false to move with "
+                "Move-VMStorage, which deletes the moved disks' source at the switch",
+            )
+        )
 
 
 def _follow_rather_than_block(report: PrecheckReport) -> None:

@@ -293,8 +293,12 @@ class HostClient:
         snapshot_file_path: str = "",
         smart_paging_file_path: str = "",
         vhds: list[tuple[str, str]] | None = None,
-        retain_source: bool = True,
+        keep_source: bool = True,
     ) -> models.MoveStart:
+        """keep_source: start through WMI with AvoidRemovingVHDs, so that no source disk is
+        deleted before hvmove has verified the destination; else Move-VMStorage, which deletes the
+        moved disks' source at the switch (parents are kept with -RetainVhdCopiesOnSource and
+        left to hvmove's cleanup, which knows whether another VM uses them)."""
         pairs = vhds or []
         return self.call(
             "Start-StorageMove",
@@ -307,7 +311,8 @@ class HostClient:
             SmartPagingFilePath=smart_paging_file_path,
             VhdSourcePath=[s for s, _ in pairs],
             VhdDestinationPath=[d for _, d in pairs],
-            RetainVhdCopiesOnSource=retain_source,
+            RetainVhdCopiesOnSource=True,
+            KeepSource=keep_source,
         )
 
 

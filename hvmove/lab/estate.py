@@ -100,6 +100,9 @@ class LabHost(BaseModel):
     # script -> {field: value}: this host prints that value in that field, a contract mismatch
     # for `hvmove doctor` to catch (a top-level field of the script's document)
     contract_faults: dict[str, dict[str, Any]] = {}
+    # Msvm_VirtualSystemMigrationSettingData has AvoidRemovingVHDs ("added in Windows 10 1703 and
+    # Windows Server 2016"): the storage migration can keep every source copy
+    avoid_removing_vhds: bool = True
 
 
 class LabPremises(BaseModel):
@@ -130,6 +133,11 @@ class LabSettings(BaseModel):
     # encryption over HTTP) or "basic"; the listener accepts both
     auth: Literal["negotiate", "basic"] = "negotiate"
     premises: LabPremises = LabPremises()
+    # The project scripts' own refusals, modelled by the lab: a second move of a VM that is moving
+    # (Start-StorageMove answers already_running) and deleting a file a VM references
+    # (Remove-StorageFiles, Find-PathReferences). Off, the lab starts and deletes anyway, so that
+    # tests prove hvmove's own guards rather than the scripts'.
+    script_refusals: bool = True
 
 
 class EstateData(BaseModel):
