@@ -75,7 +75,11 @@ def test_canary_moves_on_both_paths_and_leaves_nothing(lab: Lab, tmp_path: Path)
 
 def test_each_premise_comes_out_the_other_way(lab: Lab) -> None:
     lab.server.estate.settings.premises = LabPremises(
-        jobs_survive_session_close=False, test_vhd_attached_ok=False, literal_paths=False
+        jobs_survive_session_close=False,
+        test_vhd_attached_ok=False,
+        literal_paths=False,
+        avoid_removing_vhds_honoured=False,
+        move_vmstorage_removes_source=False,
     )
     lab.server.estate.host("hv01").ui_culture = "de-DE"
     _slow_copies(lab)
@@ -87,10 +91,14 @@ def test_each_premise_comes_out_the_other_way(lab: Lab) -> None:
     assert seen["Test-VHD on an attached disk"] is False
     assert seen["host messages in English"] is False
     assert seen["known pattern intact after the moves"] is True
+    assert seen["keep-source path: source kept at the switch"] is False
+    assert seen["plain Move-VMStorage: source removed at the switch"] is False
     why = {p.name: p.impact for p in report.premises}
     assert "keep the starting session open" in why["job visible after the starting session closed"]
     assert "finding 5" in why["brackets in a disk name taken literally"]
     assert "localized" in why["host messages in English"]
+    assert "did NOT survive" in why["keep-source path: source kept at the switch"]
+    assert "cleanup removes it" in why["plain Move-VMStorage: source removed at the switch"]
     # the move that died with its session was started again; the run still completed and cleaned
     assert report.ok, report.markdown()
     assert _tree(lab) == tree

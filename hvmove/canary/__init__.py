@@ -180,7 +180,13 @@ def _move(r: _Run, label: str, destination: str, *, keep_source: bool) -> None:
             r.client, r.store, mid, request, prechecks.Options(probe_mib=16)
         )
         s.detail = f"{report.bytes_to_copy} bytes to copy, ETA {report.eta_seconds or 0:.0f} s"
-    sources = list(((r.store.get(mid).before or {}).get("vhds") or {}).keys())
+    before = r.store.get(mid).before or {}
+    sources = list((before.get("vhds") or {}).keys())
+    parents = {
+        (v.get("parent_path") or "").lower()
+        for drive in (before.get("vm") or {}).get("drives", [])
+        for v in drive.get("chain", [])
+    }
     if keep_source:
         r.report.premises.append(_session_premise(r, request, mid))
     with r.step(f"{label}: copy") as s:
@@ -188,7 +194,7 @@ def _move(r: _Run, label: str, destination: str, *, keep_source: bool) -> None:
             r.client, r.store, mid, request, retain_source=keep_source, poll_s=r.poll_s
         )
         s.detail = f"job {outcome.get('job_state', 'skipped')}"
-    r.report.premises.append(_source_premise(r, label, sources, keep_source))
+    r.report.premises.append(_source_premise(r, label, sources, parents, keep_source))
     with r.step(f"{label}: cutover"):
         pipeline.run_cutover(r.client, r.store, mid, request)
     with r.step(f"{label}: verify") as s:
@@ -204,7 +210,7 @@ def _session_premise(r: _Run, request: models.MoveRequest, move_id: str) -> Prem
     """Start the move from a session of its own, close that session, look from another."""
     with open_client(r.config, r.host.name) as starter:
         start = start_or_attach(
-            starter, request.vm, "all", destination=request.destination or "", retain_source=True
+            starter, request.vm, "all", destination=request.destination or "", keep_source=True
         )
         at_close = starter.move_status(request.vm).job
     if start.job is not None:
@@ -235,7 +241,9 @@ def _session_premise(r: _Run, request: models.MoveRequest, move_id: str) -> Prem
     )
 
 
-def _source_premise(r: _Run, label: str, sources: list[str], keep_source: bool) -> Premise:
+def _source_premise(
+    r: _Run, label: str, sources: list[str], parents: set[str], keep_source: bool
+) -> Premise:
     facts = r.client.vhd_facts(sources).disks if sources else []
     kept = [d.path for d in facts if d.exists]
     gone = [d.path for d in facts if not d.exists]
@@ -250,13 +258,17 @@ def _source_premise(r: _Run, label: str, sources: list[str], keep_source: bool) 
             else "the source copy did NOT survive the switch: verification has nothing to fall "
             "back on (review finding 1: -RetainVhdCopiesOnSource keeps only parents)",
         )
+    # -RetainVhdCopiesOnSource keeps the parents (read-only) on purpose: only the others count
+    moved = [p for p in kept if p.lower() not in parents]
+    kept_parents = [p for p in kept if p.lower() in parents]
     return Premise(
         name=f"{label}: source removed at the switch",
-        observed=bool(sources) and not kept,
-        detail=f"after the switch: {len(gone)} source disk(s) gone, {len(kept)} still there",
-        impact="Move-VMStorage deletes the source itself, as documented"
-        if not kept
-        else "Move-VMStorage left source disks: cleanup removes them after verification",
+        observed=bool(sources) and not moved,
+        detail=f"after the switch: {len(gone)} source disk(s) gone, {len(moved)} moved disk(s) "
+        f"and {len(kept_parents)} parent(s) still there (-RetainVhdCopiesOnSource keeps parents)",
+        impact="Move-VMStorage deletes the moved disks' source itself, as documented"
+        if not moved
+        else "Move-VMStorage left the moved disks' source: cleanup removes it after verification",
     )
 
 

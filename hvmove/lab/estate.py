@@ -119,6 +119,12 @@ class LabPremises(BaseModel):
     # characters: False"); False: it resolves them as a wildcard pattern, as the decompiled
     # cmdlet suggests (review windows-scripts.md finding 5)
     literal_paths: bool = True
+    # the WMI migration with AvoidRemovingVHDs keeps every source VHD at the switch, as
+    # documented (msvm-virtualsystemmigrationsettingdata); False: the flag is ignored
+    avoid_removing_vhds_honoured: bool = True
+    # Move-VMStorage removes the moved disks' source at the switch, as documented
+    # (move-vmstorage); False: it keeps them (what the lab did before issue 10)
+    move_vmstorage_removes_source: bool = True
 
 
 class LabSettings(BaseModel):
