@@ -14,7 +14,7 @@ from hvmove.errors import ConfigError
 from hvmove.inventory import HostInventory
 from hvmove.models import MoveRequest, PrecheckReport
 from hvmove.plans import ResolvedMove
-from hvmove.prechecks import volume_key
+from hvmove.prechecks import key_of
 from hvmove.store import OPEN_STATES, Store
 
 # without history or a probe, assume a plain host copy at this rate (bytes/s)
@@ -129,7 +129,7 @@ def night_inputs(
     headroom = cfg.defaults.headroom_percent
     for inv in inventories:
         for vol in inv.volumes:
-            key = volume_key(inv.name, vol)
+            key = key_of(inv.name, vol, inv.facts.cluster_name if inv.facts else None)
             if key in seen or vol.capacity <= 0:
                 continue
             seen.add(key)

@@ -16,6 +16,7 @@ from hvmove.hyperv.client import HostClient
 from hvmove.hyperv.errors import PermanentError, TransientError
 from hvmove.layout import MoveLayout, layout, norm
 from hvmove.models import Check, MoveRequest, PrecheckReport, VMInfo
+from hvmove.paths import volume_key
 from hvmove.plans import find_vm
 
 GiB = 1024**3
@@ -38,9 +39,9 @@ class OwnAttempt:
     destinations: list[str] = field(default_factory=list)
 
 
-def volume_key(host: str, info: models.VolumeInfo) -> str:
-    """Unique across the estate: a share is one volume whichever host sees it."""
-    return info.volume.lower() if info.kind == "smb" else f"{host.lower()}|{info.volume.lower()}"
+def key_of(host: str, info: models.VolumeInfo, cluster: str | None) -> str:
+    """The estate-wide key of a volume this host reported (see hvmove.paths.volume_key)."""
+    return volume_key(info.volume, kind=info.kind, host=host, cluster=cluster)
 
 
 @dataclass
@@ -108,7 +109,7 @@ def run(
         return Outcome(report, vm, plan)
     report.bytes_to_copy = plan.bytes_to_copy
     own_job_running = _blockers(client, vm, plan, options, ours, add, request.mode)
-    _destinations(client, vm, plan, options, reserved, ours, report)
+    _destinations(client, vm, plan, options, reserved, ours, report, facts.cluster_name)
     _limit(facts, add)
     _move_path(facts, options, report)
     _speed(client, vm, plan, options, report)
@@ -315,6 +316,7 @@ def _destinations(
     reserved: dict[str, int],
     ours: OwnAttempt,
     report: PrecheckReport,
+    cluster: str | None = None,
 ) -> None:
     add = report.checks.append
     wants: list[tuple[str, int]] = [
@@ -344,7 +346,7 @@ def _destinations(
             )
         )
         return
-    report.source_volume = volume_key(client.name, source)
+    report.source_volume = key_of(client.name, source, cluster)
     needed: dict[str, int] = defaultdict(int)
     info: dict[str, models.VolumeInfo] = {}
     existing = client.vhd_facts(list(plan.vhds.values())).disks
@@ -358,7 +360,7 @@ def _destinations(
     }
     copied: dict[str, int] = defaultdict(int)
     for (path, size), vol in zip(wants, volumes, strict=True):
-        key = volume_key(client.name, vol)
+        key = key_of(client.name, vol, cluster)
         done = min(size, credit.get(norm(path), 0))
         needed[key] += size - done
         copied[key] += done
