@@ -118,18 +118,24 @@ class Invocation:
     errors: list[str] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
     shell_id: str = ""  # the WinRM shell (one pypsrp RunspacePool) the pipeline runs in
+    use_local_scope: bool | None = None  # Command.UseLocalScope as sent (None: global scope)
 
 
 class ScriptFailed(Exception):
     """Raised by a handler for a terminating error, like ``throw`` in the real script."""
 
     def __init__(
-        self, message: str, error_id: str = "ScriptFailed", category: str = "InvalidOperation"
+        self,
+        message: str,
+        error_id: str = "ScriptFailed",
+        category: str = "InvalidOperation",
+        hresult: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.error_id = error_id
         self.category = category
+        self.hresult = hresult  # the exception's HResult, when Windows gives one
 
 
 Handler = Callable[[Invocation], str | list[str] | None]
@@ -625,6 +631,7 @@ class WSManEndpoint:
             params={str(n): _plain(v) for n, v in first.parameters if n is not None},
             args=[_plain(v) for n, v in first.parameters if n is None],
             shell_id=shell.id,
+            use_local_scope=first.use_local_scope,
         )
         pipe.ps.start()
         # start() queues a PipelineState(Running); a real host does not send it, so drop it.
@@ -642,7 +649,7 @@ class WSManEndpoint:
         inv = pipe.invocation
         assert inv is not None
         outputs: list[Any] = []
-        failure: tuple[str, str, str, str | None] | None = None
+        failure: tuple[str, str, str, str | None, int | None] | None = None
         try:
             result = self.handler(inv)
             if result is None:
@@ -652,7 +659,7 @@ class WSManEndpoint:
             else:
                 outputs = list(result)
         except ScriptFailed as exc:
-            failure = (exc.message, exc.error_id, exc.category, None)
+            failure = (exc.message, exc.error_id, exc.category, None, exc.hresult)
         except Exception as exc:
             # A lab bug must read as a failed script with a message, not as a dropped connection.
             log.exception("lab handler failed for %r on %s", inv.script[:80], inv.host)
@@ -661,6 +668,7 @@ class WSManEndpoint:
                 "LabHandlerError",
                 "NotSpecified",
                 traceback.format_exc(),
+                None,
             )
         with shell.cond:
             if pipe.finished or pipe.closed or shell.closed:
@@ -688,6 +696,7 @@ class WSManEndpoint:
                     "LabSerializationError",
                     "NotSpecified",
                     traceback.format_exc(),
+                    None,
                 )
             pipe.finished = True
             shell.drain()
@@ -747,10 +756,17 @@ class _Pipe:
             self.ps.stop()  # queues PipelineState(Stopped) with the PipelineStopped record
         self.finished = True
 
-    def fail(self, message: str, error_id: str, category: str, stack: str | None) -> None:
+    def fail(
+        self,
+        message: str,
+        error_id: str,
+        category: str,
+        stack: str | None,
+        hresult: int | None = None,
+    ) -> None:
         # psrpcore 0.3 has no public way to end a pipeline Failed; this private call is the pin.
         self.ps._change_state(
-            PSInvocationState.Failed, _error_record(message, error_id, category, stack)
+            PSInvocationState.Failed, _error_record(message, error_id, category, stack, hresult)
         )
 
     def close(self) -> None:
@@ -930,8 +946,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _error_record(message: str, error_id: str, category: str, stack: str | None) -> ErrorRecord:
-    exception = NETException(Message=message, HResult=-2146233087)
+def _error_record(
+    message: str, error_id: str, category: str, stack: str | None, hresult: int | None = None
+) -> ErrorRecord:
+    # -2146233087 (0x80131501, COR_E_SYSTEM) is a RuntimeException's own HResult
+    code = -2146233087 if hresult is None else hresult
+    if code >= 1 << 31:
+        code -= 1 << 32  # an Int32 on the wire
+    exception = NETException(Message=message, HResult=code)
     # Typed like the RuntimeException a PowerShell `throw` produces, so callers that look at the
     # exception type see what a Windows host would send.
     exception.PSObject.type_names = [
