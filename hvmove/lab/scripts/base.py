@@ -1,0 +1,90 @@
+"""What every lab script shares: the estate and engine, and the small lookups each script makes
+(a VM by id, a path on the host's volumes, a disk's Get-VHD facts and chain)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hvmove import models
+from hvmove.lab import vhd
+from hvmove.lab.engine import Engine
+from hvmove.lab.estate import Estate, LabVM, PathError
+from hvmove.lab.wsman import ScriptFailed
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def script(name: str) -> Callable[[F], F]:
+    """Marks a method as the lab's implementation of the project script ``name``."""
+
+    def mark(fn: F) -> F:
+        fn.lab_script = name  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+class ScriptBase:
+    estate: Estate
+    engine: Engine
+
+    def _vm(self, host: str, vm_id: Any) -> LabVM:
+        vm = self.estate.vm(host, str(vm_id or ""))
+        if vm is None:
+            # the project script's own wording (it wraps Get-VM's error)
+            raise ScriptFailed(
+                f"VM {vm_id} not found on this host: Hyper-V was unable to find a virtual machine "
+                f"with id '{vm_id}'.",
+                "VMNotFound",
+                "ObjectNotFound",
+            )
+        return vm
+
+    def _local(self, host: str, path: str) -> Path:
+        try:
+            return self.estate.local(host, path)
+        except PathError as exc:
+            raise ScriptFailed(str(exc), "PathNotFound", "ObjectNotFound") from None
+
+    def _vhd_info(self, host: str, path: str, attached: bool = False) -> models.VhdInfo:
+        header = vhd.read_header(self._local(host, path))
+        scale = self.estate.settings.size_scale
+        return models.VhdInfo(
+            path=path,
+            format=header.format,  # type: ignore[arg-type]
+            type=header.type,  # type: ignore[arg-type]
+            file_size=os.path.getsize(self._local(host, path)) * scale,
+            size=header.size,
+            parent_path=header.parent_path,
+            disk_identifier=header.disk_identifier,
+            attached=attached,
+        )
+
+    def _chain(self, host: str, path: str, attached: bool) -> list[models.VhdInfo]:
+        chain: list[models.VhdInfo] = []
+        current: str | None = path
+        while current and len(chain) < 64:
+            info = self._vhd_info(host, current, attached and not chain)
+            chain.append(info)
+            current = info.parent_path
+        return chain
+
+    def _double_hop(self, host: str, path: str) -> bool:
+        return path.startswith("\\\\") and not self.estate.host(host).smb_delegation
+
+    def _volume(self, host: str, path: str):
+        try:
+            return self.estate.volume_of(host, path)
+        except PathError as exc:
+            raise ScriptFailed(str(exc), "PathNotFound", "ObjectNotFound") from None
+
+
+def as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)]

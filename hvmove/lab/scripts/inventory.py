@@ -1,0 +1,153 @@
+"""Lab scripts that read the estate: Get-HostFacts, Get-VMInventory, Get-VolumeInfo and
+Get-VMStoragePaths."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from hvmove import models
+from hvmove.lab.estate import LabVM, PathError, norm
+from hvmove.lab.scripts.base import ScriptBase, as_list, script
+from hvmove.lab.wsman import ScriptFailed
+
+
+class InventoryScripts(ScriptBase):
+    @script("Get-HostFacts")
+    def host_facts(self, host: str, p: dict[str, Any]) -> models.HostFacts:
+        h = self.estate.host(host)
+        return models.HostFacts(
+            name=h.name.upper(),
+            os_version=h.os_version,
+            os_caption=h.os_caption,
+            maximum_storage_migrations=h.maximum_storage_migrations,
+            virtual_hard_disk_path=h.virtual_hard_disk_path,
+            virtual_machine_path=h.virtual_machine_path,
+            cluster_name=h.cluster_name,
+            cluster_nodes=[
+                o.name.upper()
+                for o in self.estate.data.hosts
+                if h.cluster_name and o.cluster_name == h.cluster_name
+            ],
+            running_storage_moves=self.engine.running_on(host),
+        )
+
+    def _vm_info(self, vm: LabVM) -> models.VMInfo:
+        drives = []
+        in_chains: set[str] = set()
+        for d in vm.drives:
+            chain = (
+                []
+                if d.disk_number is not None or not d.path
+                else self._chain(vm.host, d.path, vm.state == "Running")
+            )
+            in_chains.update(norm(c.path) for c in chain)
+            drives.append(
+                models.DriveInfo(
+                    controller_type=d.controller_type,
+                    controller_number=d.controller_number,
+                    controller_location=d.controller_location,
+                    path=d.path if d.disk_number is None else f"Disk {d.disk_number}",
+                    disk_number=d.disk_number,
+                    shared=d.shared,
+                    chain=chain,
+                )
+            )
+        cp_files = []
+        for cp in vm.checkpoints:
+            for path in cp.disk_paths:
+                if norm(path) not in in_chains:
+                    in_chains.add(norm(path))
+                    cp_files.append(self._vhd_info(vm.host, path))
+        job = self.engine.newest_job(vm.id)
+        migrating = job is not None and job.running
+        config = self._local(vm.host, vm.config_file())
+        return models.VMInfo(
+            id=vm.id,
+            name=vm.name,
+            state=vm.state,  # type: ignore[arg-type]
+            path=vm.configuration_location,
+            configuration_location=vm.configuration_location,
+            snapshot_file_location=vm.snapshot_file_location,
+            smart_paging_file_path=vm.smart_paging_file_path,
+            primary_status="Ok",
+            secondary_status="StorageMigrationPhaseOne" if migrating else None,
+            heartbeat="OkApplicationsUnknown" if vm.state == "Running" else None,
+            replication_state=vm.replication_state,
+            config_bytes=(os.path.getsize(config) if config.exists() else 0)
+            * self.estate.settings.size_scale,
+            drives=drives,
+            checkpoints=[
+                models.CheckpointInfo(
+                    id=c.id, name=c.name, parent_id=c.parent_id, created=c.created
+                )
+                for c in vm.checkpoints
+            ],
+            checkpoint_files=cp_files,
+            dvd_paths=list(vm.dvd_paths),
+        )
+
+    @script("Get-VMInventory")
+    def inventory(self, host: str, p: dict[str, Any]) -> models.Inventory:
+        vm_id = str(p.get("VmId") or "")
+        with self.estate.lock:
+            vms = [self._vm(host, vm_id)] if vm_id else self.estate.vms_on(host)
+            return models.Inventory(host=host.upper(), vms=[self._vm_info(vm) for vm in vms])
+
+    @script("Get-VolumeInfo")
+    def volume_info(self, host: str, p: dict[str, Any]) -> models.VolumeReport:
+        out = []
+        free: dict[str, int] = {}  # one walk of each volume per call, however many paths
+        paths = as_list(p.get("Path"))
+        if not paths:  # every volume the host has (local and CSV; shares only when named)
+            paths = [
+                v.root
+                for v in self.estate.data.volumes
+                if host.lower() in (h.lower() for h in v.hosts) and v.kind != "smb"
+            ]
+        for path in paths:
+            if self._double_hop(host, path):
+                # Test-Path says False on "access denied", so the script finds no part of it
+                raise ScriptFailed(
+                    f"Path '{path}' is not on a volume or share this host can reach (no part "
+                    "of it exists)"
+                )
+            try:
+                vol = self.estate.volume_of(host, path)
+            except PathError as exc:
+                raise ScriptFailed(str(exc), "PathNotFound", "ObjectNotFound") from None
+            if vol.dir not in free:
+                free[vol.dir] = self.estate.free_bytes(vol)
+            out.append(
+                models.VolumeInfo(
+                    path=path,
+                    exists=self.estate.local(host, path).exists(),
+                    volume=vol.root,
+                    kind=vol.kind,  # type: ignore[arg-type]
+                    file_system=vol.file_system,
+                    capacity=vol.capacity,
+                    free=free[vol.dir],
+                    label=vol.label,
+                )
+            )
+        return models.VolumeReport(volumes=out)
+
+    @script("Get-VMStoragePaths")
+    def vm_paths(self, host: str, p: dict[str, Any]) -> models.VMPaths:
+        with self.estate.lock:
+            vm = self._vm(host, p.get("VmId"))
+            job = self.engine.newest_job(vm.id)
+            migrating = job is not None and job.running
+            return models.VMPaths(
+                id=vm.id,
+                name=vm.name,
+                state=vm.state,  # type: ignore[arg-type]
+                configuration_location=vm.configuration_location,
+                snapshot_file_location=vm.snapshot_file_location,
+                smart_paging_file_path=vm.smart_paging_file_path,
+                disk_paths=[d.path for d in vm.drives if d.path and d.disk_number is None],
+                checkpoint_disk_paths=[x for cp in vm.checkpoints for x in cp.disk_paths],
+                dvd_paths=list(vm.dvd_paths),
+                heartbeat="OkApplicationsUnknown" if vm.state == "Running" else None,
+                secondary_status="StorageMigrationPhaseOne" if migrating else None,
+            )

@@ -1,0 +1,246 @@
+"""Lab scripts that start, follow and stop a storage migration: Start-StorageMove,
+Get-StorageMoveStatus and Stop-StorageMove."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import PureWindowsPath
+from typing import Any
+
+from hvmove import models
+from hvmove.lab.engine import CopyItem, Job
+from hvmove.lab.estate import LabVM, is_absolute_windows, norm
+from hvmove.lab.scripts.base import ScriptBase, as_list, script
+from hvmove.lab.wsman import ScriptFailed
+
+
+class MoveScripts(ScriptBase):
+    @script("Start-StorageMove")
+    def start_move(self, host: str, p: dict[str, Any]) -> models.MoveStart:
+        with self.estate.lock:
+            vm = self._vm(host, p.get("VmId"))
+            current = self.engine.newest_job(vm.id)
+            if current is not None and current.running:
+                return models.MoveStart(
+                    vm_id=vm.id,
+                    status="already_running",
+                    job=current.to_model(),
+                    message="a storage migration of this VM is running",
+                )
+            items, new_paths, warnings = self._plan(vm, p)
+            if not items and not new_paths:
+                return models.MoveStart(
+                    vm_id=vm.id,
+                    status="already_at_destination",
+                    message="every component already lives at the destination",
+                    warnings=warnings,
+                )
+            h = self.estate.host(host)
+            running = self.engine.running_on(host)
+            if running >= h.maximum_storage_migrations:
+                raise ScriptFailed(
+                    f"Failed to perform migration on virtual machine '{vm.name}' because virtual "
+                    f"machine migration limit '{h.maximum_storage_migrations}' was reached, please "
+                    "wait for completion of an ongoing migration operation.",
+                    "OperationFailed,Microsoft.HyperV.PowerShell.Commands.MoveVMStorage",
+                    "ResourceBusy",
+                )
+            for it in items:
+                if self._local(host, it.dst).exists():
+                    raise ScriptFailed(
+                        f"Storage migration for virtual machine '{vm.name}' ({vm.id}) failed: the "
+                        f"file '{it.dst}' already exists. (0x80070050)",
+                        "OperationFailed,Microsoft.HyperV.PowerShell.Commands.MoveVMStorage",
+                        "ResourceExists",
+                    )
+            job = Job(
+                job_id=f"Microsoft:{uuid.uuid4()}".upper(),
+                vm_id=vm.id,
+                host=host,
+                items=items,
+                new_paths=new_paths,
+                retain=bool(p.get("RetainVhdCopiesOnSource")),
+            )
+            self.engine.submit(job)
+            return models.MoveStart(
+                vm_id=vm.id, status="started", job=job.to_model(), warnings=warnings
+            )
+
+    def _plan(
+        self, vm: LabVM, p: dict[str, Any]
+    ) -> tuple[list[CopyItem], dict[str, str], list[str]]:
+        """What Move-VMStorage would move for this request: files to copy and new locations."""
+        mode = str(p.get("Mode") or "")
+        host = vm.host
+        warnings: list[str] = []
+        vhds_of_vm: dict[str, str] = {}  # norm -> original path, every disk incl. chains
+        shared: set[str] = set()
+        for d in vm.drives:
+            if d.path and d.disk_number is None:
+                for info in self._chain(host, d.path, False):
+                    vhds_of_vm[norm(info.path)] = info.path
+                    if d.shared:
+                        shared.add(norm(info.path))
+        for cp in vm.checkpoints:
+            for path in cp.disk_paths:
+                vhds_of_vm.setdefault(norm(path), path)
+        mapping: dict[str, str] = {}
+        new_paths: dict[str, str] = {}
+        if mode == "all":
+            dest = str(p.get("DestinationStoragePath") or "")
+            self._check_dest(host, dest, "DestinationStoragePath")
+            names = [
+                PureWindowsPath(o).name.lower() for k, o in vhds_of_vm.items() if k not in shared
+            ]
+            if len(names) != len(set(names)):
+                raise ScriptFailed(
+                    "Two disks of the VM have the same file name; mode 'all' would "
+                    "put both in one folder. Use mode 'vhds' with a map.",
+                    "InvalidArgument",
+                    "InvalidArgument",
+                )
+            for key, original in vhds_of_vm.items():
+                if key in shared:
+                    warnings.append(
+                        f"The virtual hard disk '{original}' is shared and was not moved."
+                    )
+                    continue
+                mapping[key] = str(
+                    PureWindowsPath(dest, "Virtual Hard Disks", PureWindowsPath(original).name)
+                )
+            for comp in ("configuration", "snapshot", "smart_paging"):
+                new_paths[comp] = dest
+        elif mode in ("components", "vhds"):
+            sources = as_list(p.get("VhdSourcePath"))
+            dests = as_list(p.get("VhdDestinationPath"))
+            if len(sources) != len(dests):
+                raise ScriptFailed(
+                    "VhdSourcePath and VhdDestinationPath must have the same length.",
+                    "InvalidArgument",
+                    "InvalidArgument",
+                )
+            for src, dst in zip(sources, dests, strict=True):
+                if norm(dst) in vhds_of_vm and norm(src) not in vhds_of_vm:
+                    continue  # this pair already moved (a rerun after the switch)
+                if norm(src) not in vhds_of_vm:
+                    raise ScriptFailed(
+                        f"'{src}' is not a virtual hard disk of virtual machine '{vm.name}'.",
+                        "InvalidArgument",
+                        "InvalidArgument",
+                    )
+                if norm(src) in shared:
+                    raise ScriptFailed(
+                        f"The virtual hard disk '{src}' is shared and cannot be moved.",
+                        "InvalidOperation",
+                        "InvalidOperation",
+                    )
+                if PureWindowsPath(src).name.lower() != PureWindowsPath(dst).name.lower():
+                    raise ScriptFailed(
+                        f"The virtual hard disk names must be identical in '{src}' and '{dst}'.",
+                        "InvalidArgument",
+                        "InvalidArgument",
+                    )
+                self._check_dest(host, dst, "VhdDestinationPath")
+                mapping[norm(src)] = dst
+            if mode == "components":
+                for comp, key in (
+                    ("configuration", "VirtualMachinePath"),
+                    ("snapshot", "SnapshotFilePath"),
+                    ("smart_paging", "SmartPagingFilePath"),
+                ):
+                    value = str(p.get(key) or "")
+                    if value:
+                        self._check_dest(host, value, key)
+                        new_paths[comp] = value
+                if not sources and not new_paths:
+                    raise ScriptFailed(
+                        "Mode 'components' needs at least one destination path.",
+                        "InvalidArgument",
+                        "InvalidArgument",
+                    )
+            elif not sources:
+                raise ScriptFailed(
+                    "Mode 'vhds' needs VhdSourcePath and VhdDestinationPath.",
+                    "InvalidArgument",
+                    "InvalidArgument",
+                )
+        else:
+            raise ScriptFailed(
+                f"Cannot validate argument on parameter 'Mode': '{mode}' is not one "
+                "of all, components, vhds.",
+                "ParameterArgumentValidationError",
+                "InvalidData",
+            )
+        # drop no-op parts: a rerun after the switch asks for what is already true
+        mapping = {k: v for k, v in mapping.items() if norm(v) != k}
+        current = {
+            "configuration": vm.configuration_location,
+            "snapshot": vm.snapshot_file_location,
+            "smart_paging": vm.smart_paging_file_path,
+        }
+        new_paths = {k: v for k, v in new_paths.items() if norm(v) != norm(current[k])}
+        items: list[CopyItem] = []
+        for key, dst in mapping.items():
+            src = vhds_of_vm[key]
+            parent = self._vhd_info(host, src).parent_path
+            parent_dst = mapping.get(norm(parent), parent) if parent else None
+            items.append(
+                CopyItem(src=src, dst=dst, is_vhd=True, parent_dst=parent_dst if parent else None)
+            )
+        if "configuration" in new_paths:
+            src = vm.config_file()
+            items.append(
+                CopyItem(
+                    src=src,
+                    dst=str(
+                        PureWindowsPath(
+                            new_paths["configuration"], "Virtual Machines", f"{vm.id}.vmcx"
+                        )
+                    ),
+                    is_vhd=False,
+                )
+            )
+        return items, new_paths, warnings
+
+    def _check_dest(self, host: str, path: str, param: str) -> None:
+        if not path or not is_absolute_windows(path):
+            raise ScriptFailed(
+                f"Cannot bind parameter '{param}': '{path}' is not an absolute path.",
+                "InvalidArgument",
+                "InvalidArgument",
+            )
+        if self._double_hop(host, path):
+            # VMMS opens the share with the remote caller's identity, which it cannot pass on
+            raise ScriptFailed(
+                f"Failed to create external configuration store at '{path}': General access "
+                "denied error ('0x80070005').",
+                "AccessDenied",
+                "PermissionDenied",
+            )
+        self._volume(host, path)
+
+    @script("Get-StorageMoveStatus")
+    def move_status(self, host: str, p: dict[str, Any]) -> models.MoveStatus:
+        vm = self._vm(host, p.get("VmId"))
+        job = self.engine.newest_job(vm.id)
+        migrating = job is not None and job.running
+        return models.MoveStatus(
+            vm_id=vm.id,
+            job=job.to_model() if job else None,
+            secondary_status="StorageMigrationPhaseOne" if migrating else None,
+        )
+
+    @script("Stop-StorageMove")
+    def stop_move(self, host: str, p: dict[str, Any]) -> models.MoveStop:
+        vm = self._vm(host, p.get("VmId"))
+        job = self.engine.newest_job(vm.id)
+        if job is None or not job.running:
+            return models.MoveStop(
+                vm_id=vm.id, requested=False, job=job.to_model() if job else None
+            )
+        if not job.cancellable:
+            return models.MoveStop(
+                vm_id=vm.id, requested=False, return_value=32775, job=job.to_model()
+            )
+        job.cancel.set()
+        return models.MoveStop(vm_id=vm.id, requested=True, return_value=4096, job=job.to_model())

@@ -1,0 +1,138 @@
+"""Lab scripts that measure or test without moving anything: Get-OdxStatus, Measure-Bandwidth
+and Get-VHDFacts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from pathlib import PureWindowsPath
+from typing import Any
+
+from hvmove import models
+from hvmove.lab import vhd
+from hvmove.lab.engine import guest_disk
+from hvmove.lab.estate import PathError, norm
+from hvmove.lab.scripts.base import ScriptBase, as_list, script
+from hvmove.lab.wsman import ScriptFailed
+
+
+class ProbeScripts(ScriptBase):
+    @script("Get-OdxStatus")
+    def odx_status(self, host: str, p: dict[str, Any]) -> models.OdxStatus:
+        h = self.estate.host(host)
+        try:
+            src = self.estate.volume_of(host, str(p.get("SourcePath", "")))
+            dst = self.estate.volume_of(host, str(p.get("DestinationPath", "")))
+        except PathError as exc:
+            raise ScriptFailed(str(exc), "PathNotFound", "ObjectNotFound") from None
+        filters_ok = src.file_system == "NTFS" and dst.file_system == "NTFS"
+        same_array = bool(src.array) and src.array == dst.array
+        odx = h.odx_os_enabled and filters_ok and src.odx and dst.odx and same_array
+        if not h.odx_os_enabled:
+            reason = "ODX is disabled on the host (FilterSupportedFeaturesMode = 1)"
+        elif not filters_ok:
+            reason = "a volume is not NTFS or a filter driver does not support offload"
+        elif not (src.odx and dst.odx):
+            reason = "a volume's storage does not support ODX"
+        elif not same_array:
+            reason = "source and destination are on different storage arrays"
+        else:
+            reason = f"both volumes are on ODX-capable array {src.array}"
+        return models.OdxStatus(
+            source_volume=src.root,
+            destination_volume=dst.root,
+            os_enabled=h.odx_os_enabled,
+            filters_ok=filters_ok,
+            source_array=src.array,
+            destination_array=dst.array,
+            odx=odx,
+            reason=reason,
+        )
+
+    @script("Measure-Bandwidth")
+    def bandwidth(self, host: str, p: dict[str, Any]) -> models.BandwidthProbe:
+        dest = str(p.get("DestinationPath", ""))
+        size_mib = int(p.get("SizeMiB", 256) or 256)
+        if self._double_hop(host, dest):
+            raise ScriptFailed(
+                f"Access to the path '{dest}' is denied.", "UnauthorizedAccess", "PermissionDenied"
+            )
+        vol = self._volume(host, dest)
+        # like the script: write into the nearest folder that exists, create nothing
+        probe_dir = dest
+        folder = self._local(host, probe_dir)
+        while not folder.is_dir():
+            parent = str(PureWindowsPath(probe_dir).parent)
+            if parent == probe_dir:
+                break
+            probe_dir, folder = parent, self._local(host, parent)
+        scale = self.estate.settings.size_scale
+        logical = size_mib * 1024 * 1024
+        real = max(4096, logical // scale)
+        if self.estate.free_bytes(vol) < logical:
+            raise ScriptFailed(
+                "There is not enough space on the disk. (0x80070070)", "IOException", "WriteError"
+            )
+        name = f"hvmove-probe-{uuid.uuid4().hex}.tmp"
+        target = folder / name
+        rate = self.estate.bandwidth(vol)
+        throttle = self.engine.throttle(vol)
+        try:
+            t0 = time.perf_counter()
+            with open(target, "wb") as fh:
+                remaining = real
+                while remaining > 0:
+                    n = min(1024 * 1024, remaining)
+                    fh.write(os.urandom(n))
+                    throttle.take(logical * n / real, rate)  # the logical bytes, not the floor
+                    remaining -= n
+                fh.flush()
+                os.fsync(fh.fileno())
+            t1 = time.perf_counter()
+            with open(target, "rb") as fh:
+                while chunk := fh.read(1024 * 1024):
+                    throttle.take(logical * len(chunk) / real, rate)
+            t2 = time.perf_counter()
+        finally:
+            target.unlink(missing_ok=True)
+        write_s, read_s = max(t1 - t0, 1e-6), max(t2 - t1, 1e-6)
+        return models.BandwidthProbe(
+            path=str(PureWindowsPath(probe_dir, name)),
+            bytes=logical,
+            write_seconds=round(write_s, 4),
+            read_seconds=round(read_s, 4),
+            write_mbps=round(logical / write_s / 1e6, 1),
+            read_mbps=round(logical / read_s / 1e6, 1),
+        )
+
+    @script("Get-VHDFacts")
+    def vhd_facts(self, host: str, p: dict[str, Any]) -> models.VhdReport:
+        attached = {
+            norm(guest_disk(vm) or ""): vm.id
+            for vm in self.estate.vms_on(host)
+            if vm.state == "Running"
+        }
+        out = []
+        for path in as_list(p.get("Path")):
+            local = self._local(host, path)
+            if not local.exists():
+                out.append(models.VhdCheck(path=path, exists=False))
+                continue
+            # a disk in use is read between two guest writes, not in the middle of one
+            owner = attached.get(norm(path))
+            lock = self.engine.disk_lock(owner) if owner else contextlib.nullcontext()
+            with lock:
+                problem = vhd.check(local, lambda parent: self._local(host, parent))
+            try:
+                info = self._vhd_info(host, path, norm(path) in attached)
+            except (vhd.VhdCorrupt, ValueError, TypeError) as exc:
+                out.append(models.VhdCheck(path=path, exists=True, test_ok=False, error=str(exc)))
+                continue
+            out.append(
+                models.VhdCheck(
+                    path=path, exists=True, test_ok=not problem, vhd=info, error=problem
+                )
+            )
+        return models.VhdReport(disks=out)
