@@ -199,6 +199,10 @@ def run_move(
             # its own state, not a crash-red Failed: nothing was changed, the checks say why
             return Cancelled(name="Blocked", message=f"blocked by prechecks: {exc}")
         except Exception as exc:
+            now = store.get(move_id)
+            if now.status == "cancelled":  # a cancel (the night's or this run's) stopped the job
+                _report(store, move_id)
+                return Cancelled(message=f"{request.vm}: {now.reason}")
             store.finish(move_id, "failed", f"{step}: {exc}")
             _report(store, move_id)
             emit(

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
-from prefect.states import Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.fanout import Handle, Launcher, launcher
@@ -104,7 +104,12 @@ def nightly(
     log = get_run_logger()
     cfg = load(config)
     store = Store(cfg.store_url())
-    batch_id = batch_id or batch.batch_id_for(_scheduled_start())
+    scheduled = _scheduled_start()
+    batch_id = batch_id or batch.batch_id_for(scheduled)
+    late = _too_late(cfg, window, scheduled, margin_minutes)
+    if late:
+        log.warning(late)
+        return Cancelled(name="Skipped", message=late)
     launch = launcher(move_deployment, cfg)
     night = planning.prepare(
         cfg,
@@ -114,6 +119,7 @@ def nightly(
         window_text=window,
         margin_minutes=margin_minutes,
         prechecks=precheck_task,
+        window_at=scheduled,
     )
     inputs, win = night.inputs, night.window
     log.info(
@@ -148,6 +154,25 @@ def nightly(
     if verdict.kind == "failed":
         return Failed(name=verdict.name, message=verdict.message, data=summary)
     return Completed(name=verdict.name, message=verdict.message, data=summary)
+
+
+def _too_late(
+    cfg: Config, window: str | None, scheduled: datetime, margin_minutes: float | None
+) -> str | None:
+    """A night that starts after its window closed (a worker was down) is skipped with a
+    reason, rather than waiting, while Running, for the next window."""
+    if window and window.startswith("now"):
+        return None
+    win = planning.window(cfg, window, scheduled, margin_minutes)
+    now = _now()
+    if now < win.last_finish:
+        return None
+    return (
+        f"skipped: started {now.isoformat(timespec='minutes')}, after the window it was "
+        f"scheduled for ({win.start.isoformat(timespec='minutes')} - "
+        f"{win.end.isoformat(timespec='minutes')}, {cfg.defaults.timezone}) closed; the next "
+        "scheduled night takes the plan"
+    )
 
 
 def _run_night(

@@ -60,9 +60,11 @@ def prepare(
     window_text: str | None = None,
     margin_minutes: float | None = None,
     prechecks: Prechecks = _prechecks,
+    window_at: datetime | None = None,
 ) -> Night:
-    """Every step before the first move starts; any user mistake is one ConfigError line."""
-    win = window(cfg, window_text, now, margin_minutes)
+    """Every step before the first move starts; any user mistake is one ConfigError line.
+    ``window_at``: the time whose window this is (a scheduled night's start), default now."""
+    win = window(cfg, window_text, window_at or now, margin_minutes)
     moves, inventories = batch.load_and_resolve(cfg, plan_file, store)
     reports = prechecks(cfg, moves, store)
     inputs = batch.night_inputs(cfg, moves, reports, inventories, store)

@@ -19,7 +19,7 @@ def _stop(flow: Any, flow_run: Any, state: Any, pick: Any) -> None:
     log = flow_run_logger(flow_run, flow)
     cfg = load(flow_run.parameters.get("config") or "hvmove.yaml")
     store = Store(cfg.store_url())
-    reason = f"cancelled in Prefect: {state.message or 'by a user'}"
+    reason = f"cancelled in Prefect: {_why(flow_run, state)}"
     for record in [r for r in store.moves() if r.status in ("pending", "running") and pick(r)]:
         try:
             with open_client(cfg, record.host) as client:
@@ -28,6 +28,21 @@ def _stop(flow: Any, flow_run: Any, state: Any, pick: Any) -> None:
             log.error("could not stop the move of %s on %s: %s", record.vm_name, record.host, exc)
             continue
         log.warning("%s on %s: %s (%s)", record.vm_name, record.host, done.outcome, done.detail)
+
+
+def _why(flow_run: Any, state: Any) -> str:
+    """The reason the operator gave: the Cancelling state's message (the final Cancelled state
+    only says that the run was cancelled)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+
+    try:
+        with get_client(sync_client=True) as client:
+            states = client.read_flow_run_states(flow_run.id)
+    except Exception:  # the reason is a courtesy: never let it keep a job copying
+        states = []
+    asked = [s for s in states if s.type == StateType.CANCELLING and s.message]
+    return asked[-1].message if asked else (state.message or "by a user")
 
 
 def stop_on_cancel(flow: Any, flow_run: Any, state: Any) -> None:
