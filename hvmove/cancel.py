@@ -51,10 +51,9 @@ def stop_move(
     remaining = layout(request, pipeline.vm_info(client, vm_id))
     if not (remaining.vhds or remaining.configuration):
         return Cancelled("finished", "the VM is at its destination; the next run verifies it")
-    if record.job_id:
-        pipeline.remove_own_leftovers(client, record)
+    note = pipeline.remove_own_leftovers(client, record) if record.job_id else ""
     store.finish(move_id, "cancelled", reason)
-    return Cancelled("cancelled", f"stopped; {record.vm_name} stays on its source")
+    return Cancelled("cancelled", f"stopped; {record.vm_name} stays on its source{note}")
 
 
 class OverrunGuard:

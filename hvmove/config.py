@@ -103,6 +103,24 @@ class StoreConfig(Strict):
     url: str = "sqlite:///hvmove.db"
 
 
+class NotificationsConfig(Strict):
+    """Where hvmove's automations send their notices, and when a silence is worth one. The block
+    is any Prefect notification block (Slack, Microsoft Teams, e-mail, custom webhook...), named
+    'BLOCK-TYPE-SLUG/NAME' or just 'NAME' when only one notification block has that name."""
+
+    block: str = Field(min_length=1, pattern=r"^[^/]+(/[^/]+)?$")
+    # Proactive automations cannot wait less than 10 s (Prefect's own minimum)
+    silence_minutes: float = Field(30, ge=1 / 6, description="no progress event this long")
+    nightly_missed_hours: float = Field(25, ge=1 / 360, description="no nightly run this long")
+    # keep it well above PREFECT_FLOWS_HEARTBEAT_FREQUENCY (180 s by default), or live runs
+    # between two heartbeats are marked Crashed
+    zombie_minutes: float = Field(10, ge=1 / 6, description="no flow-run heartbeat this long")
+    approval_reminder_hours: float = Field(
+        4, ge=1 / 360, description="remind while cleanup approvals wait this long"
+    )
+    nightly_deployment: str = "nightly-migrations/nightly"
+
+
 class LabRef(Strict):
     dir: Path  # the lab folder this config points at (written by `hvmove lab up`)
 
@@ -111,6 +129,7 @@ class Config(Strict):
     hosts: list[HostConfig] = Field(min_length=1)
     defaults: Defaults = Defaults()
     store: StoreConfig = StoreConfig()
+    notifications: NotificationsConfig | None = None
     lab: LabRef | None = None
 
     # set by load(); not part of the file

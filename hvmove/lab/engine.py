@@ -65,6 +65,7 @@ class CopyItem:
     dst: str
     is_vhd: bool
     parent_dst: str | None = None  # new parent locator for a differencing disk
+    is_parent: bool = False  # another disk of the move has it as parent (read-only in a chain)
 
 
 @dataclass
@@ -74,7 +75,8 @@ class Job:
     host: str
     items: list[CopyItem]
     new_paths: dict[str, str]  # component -> new Windows path (config/snapshot/smart paging)
-    retain: bool
+    retain: bool  # RetainVhdCopiesOnSource: keep the parent (read-only) disks on the source
+    avoid_removing: bool = False  # AvoidRemovingVHDs: remove no VHD, source or destination
     state: str = "Starting"
     percent: int = 0
     error_code: int = 0
@@ -426,14 +428,26 @@ class Engine:
                 self.mirrors.pop(norm(it.src), None)
 
     def _finish_source(self, job: Job, vm: LabVM) -> None:
+        """After the switch Hyper-V removes the source copy of every moved disk: "If not
+        specified, all virtual hard disks will be removed from the source computer once the
+        virtual machine is successfully moved" (Move-VMStorage -RetainVhdCopiesOnSource,
+        learn.microsoft.com/powershell/module/hyper-v/move-vmstorage). RetainVhdCopiesOnSource
+        keeps only "the read-only VHDs on the source host" (parents); AvoidRemovingVHDs keeps every
+        VHD: "Do not remove any VHDs during the migration, i.e. VHDs on the source in success"
+        (learn.microsoft.com/windows/win32/hyperv_v2/msvm-virtualsystemmigrationsettingdata)."""
         for it in job.items:
-            if it.is_vhd and job.retain:
+            if it.is_vhd and (job.avoid_removing or (job.retain and it.is_parent)):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 self.estate.local(vm.host, it.src).unlink()
 
     def _remove_partial(self, job: Job) -> None:
-        for path in job.created:
+        """A failed or cancelled move removes what it created at the destination, except the
+        VHDs when AvoidRemovingVHDs was set ("... and VHDs on the destination in failure",
+        msvm-virtualsystemmigrationsettingdata): those stay for the caller to remove."""
+        for it, path in zip(job.items, job.created, strict=False):
+            if it.is_vhd and job.avoid_removing:
+                continue
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 

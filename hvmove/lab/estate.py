@@ -80,6 +80,9 @@ class LabHost(BaseModel):
     # Kerberos delegation of this host to the file servers (KCD to cifs, or RBCD): without it a
     # remote session, and VMMS acting for it, are refused on SMB paths (the double hop)
     smb_delegation: bool = True
+    # Msvm_VirtualSystemMigrationSettingData has AvoidRemovingVHDs ("added in Windows 10 1703 and
+    # Windows Server 2016"): the storage migration can keep every source copy
+    avoid_removing_vhds: bool = True
 
 
 class LabSettings(BaseModel):
@@ -93,6 +96,11 @@ class LabSettings(BaseModel):
     # how hvmove.yaml logs on: "negotiate" (NTLM here, the production default; message
     # encryption over HTTP) or "basic"; the listener accepts both
     auth: Literal["negotiate", "basic"] = "negotiate"
+    # The project scripts' own refusals, modelled by the lab: a second move of a VM that is moving
+    # (Start-StorageMove answers already_running) and deleting a file a VM references
+    # (Remove-StorageFiles, Find-PathReferences). Off, the lab starts and deletes anyway, so that
+    # tests prove hvmove's own guards rather than the scripts'.
+    script_refusals: bool = True
 
 
 class EstateData(BaseModel):

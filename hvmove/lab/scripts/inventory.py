@@ -30,6 +30,11 @@ class InventoryScripts(ScriptBase):
                 if h.cluster_name and o.cluster_name == h.cluster_name
             ],
             running_storage_moves=self.engine.running_on(host),
+            keep_source_supported=h.avoid_removing_vhds,
+            keep_source_detail=""
+            if h.avoid_removing_vhds
+            else "Msvm_VirtualSystemMigrationSettingData has no AvoidRemovingVHDs property on "
+            "this host",
         )
 
     def _vm_info(self, vm: LabVM) -> models.VMInfo:
