@@ -23,6 +23,7 @@ from hvmove.config import Config, load
 from hvmove.hyperv.client import open_client
 from hvmove.layout import norm
 from hvmove.models import MoveMode, MoveRequest, VhdMapping
+from hvmove.names import display
 from hvmove.plans import Plan, resolve
 from hvmove.store import Store
 from tasks._common import emit
@@ -41,7 +42,7 @@ def run_name() -> str:
         or p.get("virtual_machine_path")
         or ((p.get("vhds") or [{}])[0].get("destination", "") if p.get("vhds") else "")
     )
-    return f"move {p.get('vm')} on {p.get('host')} to {dest}"
+    return display(f"move {p.get('vm')} on {p.get('host')} to {dest}")
 
 
 @flow(
