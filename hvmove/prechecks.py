@@ -318,6 +318,16 @@ def _vm_blockers(vm: VMInfo, plan: MoveLayout, options: Options, add, mode: str)
                 remedy="a paused VM may be paused-critical (a full volume): free space, resume",
             )
         )
+    elif vm.critical:
+        # RunningCritical & co: health not OK, typically storage low - the VMs most worth moving
+        add(
+            Check(
+                name="vm health",
+                status="warn",
+                detail=f"{vm.name} is {vm.state} but critical (health not OK, e.g. its storage "
+                "is low on space)",
+            )
+        )
 
 
 def _destinations(

@@ -11,6 +11,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -97,6 +98,8 @@ class WSManEndpoint:
         self._lock = threading.Lock()
         self._hosts: dict[str, _Host] = {}
         self._stopped = False
+        # called with (host, shell id) after a client deleted its shell (RunspacePool.close())
+        self.on_shell_closed: Callable[[str, str], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     @property
@@ -118,6 +121,17 @@ class WSManEndpoint:
                 del self._hosts[name]
             raise
         return host.port
+
+    def set_host_certificate(self, name: str, cert: Path, key: Path) -> None:
+        """Serve this host with its own certificate (e.g. one issued for another name); the
+        endpoint must be HTTPS. Takes effect for new connections."""
+        if self._ssl is None:
+            raise ValueError("the endpoint serves plain HTTP")
+        host = self._host(name)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(cert), str(key))
+        host.cbt = _tls_server_end_point(cert)
+        host.ssl = ctx
 
     def port(self, name: str) -> int:
         return self._host(name).port
@@ -292,6 +306,8 @@ class WSManEndpoint:
         if shell is None:
             raise _WSManError(FAULT_SHELL_NOT_FOUND, shell=req.shell_id or "")
         shell.close()
+        if self.on_shell_closed is not None:
+            self.on_shell_closed(host.name, shell.id)
         return _envelope(_TRANSFER_URI + "/DeleteResponse", req.message_id, "")
 
     def _op_get(self, host: _Host, shell: _Shell, req: _Request) -> bytes:
@@ -458,6 +474,7 @@ class WSManEndpoint:
             is_script=bool(first.is_script),
             params={str(n): _plain(v) for n, v in first.parameters if n is not None},
             args=[_plain(v) for n, v in first.parameters if n is None],
+            shell_id=shell.id,
         )
         pipe.ps.start()
         # start() queues a PipelineState(Running); a real host does not send it, so drop it.

@@ -7,6 +7,7 @@ import base64
 import binascii
 import queue
 import re
+import ssl
 import threading
 import time
 import uuid
@@ -84,6 +85,7 @@ class Invocation:
     # non-terminating errors (Write-Error): the pipeline still completes, had_errors stays False
     errors: list[str] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    shell_id: str = ""  # the WinRM shell (one pypsrp RunspacePool) the pipeline runs in
 
 
 class ScriptFailed(Exception):
@@ -216,6 +218,9 @@ class _Host:
         self.lifecycle = threading.RLock()  # serialises kill/revive/stop of this host
         # an injected 401 means "this account is refused now": the logon that follows fails too
         self.refuse_logons = 0
+        # this host's own certificate (and its channel binding), else the endpoint's
+        self.ssl: ssl.SSLContext | None = None
+        self.cbt: bytes | None = None
 
 
 @dataclass

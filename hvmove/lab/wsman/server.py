@@ -68,7 +68,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         conn = request
-        ctx = self.endpoint._ssl
+        ctx = self.lab_host.ssl or self.endpoint._ssl
         if ctx is not None:
             # The handshake runs in the connection's own thread so that a slow or failing client
             # (e.g. one that rejects the certificate) cannot stall accept().
@@ -160,10 +160,9 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
             try:
                 if self._negotiating is None:
                     cbt = None
-                    if endpoint._cbt is not None:
-                        cbt = spnego.channel_bindings.GssChannelBindings(
-                            application_data=endpoint._cbt
-                        )
+                    host_cbt = self.server.lab_host.cbt or endpoint._cbt
+                    if host_cbt is not None:
+                        cbt = spnego.channel_bindings.GssChannelBindings(application_data=host_cbt)
                     self._negotiating = spnego.server(
                         protocol="negotiate",
                         channel_bindings=cbt,
