@@ -21,6 +21,7 @@ from hvmove.batch import options_for
 from hvmove.config import Config, load
 from hvmove.hyperv.client import open_client
 from hvmove.models import MoveRequest
+from hvmove.names import display
 from hvmove.plans import find_vm
 from hvmove.store import STEPS, Store
 from tasks._common import emit
@@ -38,7 +39,7 @@ def run_name() -> str:
         or p.get("virtual_machine_path")
         or ((p.get("vhds") or [{}])[0].get("destination", "") if p.get("vhds") else "")
     )
-    return f"move {p.get('vm')} on {p.get('host')} to {dest}"
+    return display(f"move {p.get('vm')} on {p.get('host')} to {dest}")
 
 
 # An async flow: Prefect's sync engine joins its heartbeat thread at the end of every run, which

@@ -164,3 +164,30 @@ def test_rerun_after_a_host_reboot_mid_copy_removes_own_leftovers(tmp_path: Path
         assert starts(lab) == 1  # counted since the reboot: the one restart
     finally:
         lab.server.stop()
+
+
+def test_a_switched_but_unverified_move_is_finished_not_counted_done(lab: Lab) -> None:
+    """A run that died after the switch: the night must run its verify and cleanup (finish
+    only), not count it as already done and leave the source undeleted and unverified."""
+    from hvmove.batch import load_and_resolve, move_id, night_inputs, precheck_all
+
+    store = Store(lab.config.store_url())
+    req = MoveRequest(host="hv01", vm="web01", destination="E:\\VMs\\web01")
+    record_id = open_record(lab, store, req)
+    with lab.client() as client:
+        run_steps(client, store, record_id, req, upto="cutover")
+    store.step_ended(record_id, "cutover", "completed")
+    plan = lab.dir / "night.yaml"
+    plan.write_text("moves:\n  - {host: hv01, vm: web01, destination: 'E:\\VMs\\web01'}\n")
+    moves, inventories = load_and_resolve(lab.config, plan, store)
+    reports = precheck_all(lab.config, moves, reserve=False, store=store)
+    assert reports[0].already_done  # the host shows the VM at its destination
+    night = night_inputs(lab.config, moves, reports, inventories, store)
+    assert night.finish_only == [move_id(moves[0])] and night.already_done == []
+    # a move finished for good is done
+    with lab.client() as client:
+        pipeline.run_verify(client, store, record_id)
+        pipeline.run_cleanup(client, store, record_id)
+    store.finish(record_id, "completed")
+    night = night_inputs(lab.config, moves, reports, inventories, store)
+    assert night.already_done == [move_id(moves[0])] and night.finish_only == []
