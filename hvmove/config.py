@@ -52,6 +52,9 @@ class HostConfig(Strict):
     max_storage_migrations: int | None = Field(
         None, ge=1, description="cap below the host's own MaximumStorageMigrations"
     )
+    # SMB shares this host must reach (destinations, golden images): `hvmove doctor` checks that
+    # its remote session can, which needs Kerberos delegation (the double hop)
+    shares: list[str] = []
 
     @model_validator(mode="after")
     def _safe_transport(self) -> HostConfig:

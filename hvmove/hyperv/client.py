@@ -101,6 +101,23 @@ class HostClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def auth_used(self) -> str:
+        """How the open session logged on: 'basic', or Negotiate's protocol ('ntlm',
+        'kerberos'), read from pypsrp's authentication context; '' before the first call."""
+        pool = self._pool
+        if pool is None:
+            return ""
+        try:
+            auth = pool.connection.transport.session.auth
+        except AttributeError:
+            return ""
+        contexts = getattr(auth, "contexts", None)
+        if contexts:
+            context = next(iter(contexts.values()))
+            protocol = getattr(context, "negotiated_protocol", "") or ""
+            return f"{self.host.auth} ({protocol})" if protocol else self.host.auth
+        return self.host.auth
+
     # -- calls -----------------------------------------------------------------------------------
     def run(self, script: str, *, timeout: float | None = None, **params: Any) -> BaseModel:
         spec = SPECS[script]

@@ -435,8 +435,12 @@ class Engine:
         keeps only "the read-only VHDs on the source host" (parents); AvoidRemovingVHDs keeps every
         VHD: "Do not remove any VHDs during the migration, i.e. VHDs on the source in success"
         (learn.microsoft.com/windows/win32/hyperv_v2/msvm-virtualsystemmigrationsettingdata)."""
+        # issue 11: the lab's premises can make either answer come out, for `hvmove canary`
+        premises = self.estate.settings.premises
+        keep_all = job.avoid_removing and premises.avoid_removing_vhds_honoured
+        keep_all |= not job.avoid_removing and not premises.move_vmstorage_removes_source
         for it in job.items:
-            if it.is_vhd and (job.avoid_removing or (job.retain and it.is_parent)):
+            if it.is_vhd and (keep_all or (job.retain and it.is_parent)):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 self.estate.local(vm.host, it.src).unlink()
