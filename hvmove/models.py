@@ -91,6 +91,7 @@ class VMInfo(Model):
     id: str
     name: str
     state: VMStateName
+    critical: bool = False  # Hyper-V said <State>Critical: health not OK (e.g. storage low)
     path: str
     configuration_location: str
     snapshot_file_location: str
@@ -211,6 +212,7 @@ class VMPaths(Model):
     id: str
     name: str
     state: VMStateName
+    critical: bool = False
     configuration_location: str
     snapshot_file_location: str
     smart_paging_file_path: str

@@ -355,9 +355,12 @@ def run_verify(client: HostClient, store: Store, move_id: str) -> dict[str, Any]
     missing = ids_before - {f.vhd.disk_identifier for f in facts if f.vhd}
     if before_files and missing:
         problems.append(f"{len(missing)} disk(s) of the VM before the move are not attached now")
-    heartbeat_ok = vm.state != "Running" or (vm.heartbeat or "").startswith("Ok")
-    if not heartbeat_ok:
-        problems.append(f"heartbeat is {vm.heartbeat!r}, not OK")
+    # compared with before the move: a guest without integration services says NoContact (or
+    # Disabled) before and after, and that is no fault of the move; an OK heartbeat must stay OK
+    beat_before = (before.get("vm") or {}).get("heartbeat") if before.get("vm") else "Ok"
+    was_ok = (beat_before or "").startswith("Ok")
+    if vm.state == "Running" and was_ok and not (vm.heartbeat or "").startswith("Ok"):
+        problems.append(f"heartbeat is {vm.heartbeat!r}, was {beat_before!r} before the move")
     evidence = {
         "disks": rows,
         "heartbeat": vm.heartbeat,

@@ -294,6 +294,16 @@ def _blockers(
                 remedy="a paused VM may be paused-critical (a full volume): free space, resume",
             )
         )
+    elif vm.critical:
+        # RunningCritical & co: health not OK, typically storage low - the VMs most worth moving
+        add(
+            Check(
+                name="vm health",
+                status="warn",
+                detail=f"{vm.name} is {vm.state} but critical (health not OK, e.g. its storage "
+                "is low on space)",
+            )
+        )
     names = [PureWindowsPath(d).name.lower() for d in plan.vhds.values()]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -15,6 +15,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ CHUNK = 8 * 1024 * 1024  # most real bytes copied per step (under the VM's disk 
 E_DISK_FULL = 0x80070070
 E_FAILED = 0x80004005
 E_CORRUPT = 0x8007048F
+TAMPER = {"change_identifier", "change_size", "change_parent", "detach_disk", "lose_heartbeat"}
 
 
 class Throttle:
@@ -239,8 +241,9 @@ class Engine:
 
     def inject(self, fault: dict) -> None:
         """Engine faults: {'kind': 'fail_at'|'dest_full'|'corrupt_block'|'reboot_at', 'vm': id or
-        name (optional), 'percent': N}. Each is used by the next matching move."""
-        kinds = {"fail_at", "dest_full", "corrupt_block", "reboot_at"}
+        name (optional), 'percent': N}. Each is used by the next matching move. The kinds in
+        TAMPER change the moved VM after its switch, for verification to catch."""
+        kinds = {"fail_at", "dest_full", "corrupt_block", "reboot_at", *TAMPER}
         if fault.get("kind") not in kinds:
             raise ValueError(f"engine fault kind must be one of {sorted(kinds)}")
         with self.jobs_lock:
@@ -294,6 +297,8 @@ class Engine:
             self._switch(job, vm)
             job.cancellable = False
             self._finish_source(job, vm)
+            if fault and fault["kind"] in TAMPER:
+                self._tamper(job, vm, fault["kind"])
             job.percent = 100
             job.state = "Completed"
         except Aborted as stop:
@@ -391,6 +396,31 @@ class Engine:
                 "Exception", E_DISK_FULL, "There is not enough space on the disk. (0x80070070)"
             )
 
+    def _tamper(self, job: Job, vm: LabVM, kind: str) -> None:
+        """What verification exists to catch, done to the destination after the switch: a disk
+        with another identifier, size or parent, a disk no longer attached, a lost heartbeat."""
+        moved = [(it, self.estate.local(vm.host, it.dst)) for it in job.items if it.is_vhd]
+        with self.disk_lock(vm.id), self.estate.lock:
+            if kind == "lose_heartbeat":
+                vm.heartbeat = "LostCommunication"
+            elif kind == "detach_disk":
+                vm.drives = [d for d in vm.drives if not d.path or d.path == guest_disk(vm)]
+            elif moved:
+                target = next((p for it, p in moved if it.parent_dst), moved[0][1])
+                header = vhd.read_header(target)
+                if kind == "change_identifier":
+                    header.disk_identifier = str(uuid.uuid4()).upper()
+                elif kind == "change_size":
+                    header.size += 1024**3
+                elif kind == "change_parent" and header.parent_path:
+                    # to its grandparent's new copy: a chain that skips a link, all at the
+                    # destination, so only the parent comparison can see it
+                    parent = next(it for it in job.items if it.dst == header.parent_path)
+                    header.parent_path = parent.parent_dst or parent.dst
+                with open(target, "r+b") as fh:
+                    fh.write(header.encode())
+            self.estate.save()
+
     def on_reboot(self, host: str) -> None:
         """Replaced by the server: restarts the whole lab process state for a host."""
 
@@ -402,6 +432,10 @@ class Engine:
         with open(target, "r+b") as fh:
             fh.seek(header.block_offset(header.blocks // 2) + 100)
             fh.write(os.urandom(64))
+            # and a torn tail: the guest keeps writing whole blocks (through the mirror, then on
+            # the new disk) and would heal a corrupt block before Test-VHD looks; this it cannot
+            fh.seek(0, os.SEEK_END)
+            fh.write(os.urandom(512))
 
     def _switch(self, job: Job, vm: LabVM) -> None:
         job.cancellable = False

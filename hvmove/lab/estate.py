@@ -59,6 +59,12 @@ class LabVM(BaseModel):
     checkpoints: list[LabCheckpoint] = []
     dvd_paths: list[str] = []
     replication_state: str = "Disabled"
+    # health not OK (e.g. its storage is low on space): Hyper-V reports the state as
+    # <State>Critical (RunningCritical, OffCritical, ...), msvm-computersystem HealthState 20/25
+    critical: bool = False
+    # what the heartbeat integration service reports; None: "OkApplicationsUnknown" while running.
+    # "NoContact" for a guest without integration services, "Disabled" when the service is off.
+    heartbeat: str | None = None
     guest_interval_s: float = 0.05  # a running guest writes one block this often
 
     def config_file(self) -> str:

@@ -60,6 +60,9 @@ class LabScripts(
         self.delays: dict[str, float] = {}  # script -> seconds: a host slow to answer that script
         # script -> message: the script also writes a non-terminating error (like Write-Error)
         self.write_errors: dict[str, str] = {}
+        # Start-StorageMove answers "started" with no job: Hyper-V had not created the
+        # Msvm_MigrationJob within the script's WaitSeconds (the job appears later)
+        self.start_without_job = False
 
     # -- dispatch --------------------------------------------------------------------------------
     def dispatch(self, inv: Invocation) -> str:

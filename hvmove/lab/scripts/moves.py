@@ -81,7 +81,7 @@ class MoveScripts(ScriptBase):
             return models.MoveStart(
                 vm_id=vm.id,
                 status="started",
-                job=job.to_model(),
+                job=None if self.start_without_job else job.to_model(),
                 warnings=warnings,
                 method=method,
             )
