@@ -43,6 +43,8 @@ class CanaryScripts(ScriptBase):
         """Remember which shell started which job (for ``shell_closed``)."""
         if name != "Start-StorageMove" or getattr(reply, "status", "") != "started":
             return
+        if reply.job is None:  # "started" before Hyper-V showed the job: nothing to remember
+            return
         started: dict[str, list[str]] = self.__dict__.setdefault("_started_by", {})
         started.setdefault(inv.shell_id, []).append(reply.job.job_id)
 
