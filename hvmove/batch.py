@@ -48,6 +48,14 @@ def parse_window(
     raise ConfigError(f"window {text!r}: no usable occurrence")  # pragma: no cover
 
 
+def batch_id_for(scheduled_start: datetime) -> str:
+    """A night's batch id from its run's scheduled start (UTC), so that a retried or restarted
+    night is the same batch, and a cancel hook finds its moves."""
+    from datetime import UTC
+
+    return scheduled_start.astimezone(UTC).strftime("night-%Y%m%dT%H%M")
+
+
 @dataclass
 class NightInputs:
     moves: list[planner.PlannedMove] = field(default_factory=list)

@@ -20,7 +20,7 @@ from hvmove.hyperv.client import HostClient
 from hvmove.hyperv.errors import HostBusy, MaybeRanError, TransientError
 from hvmove.layout import layout, norm, source_folders
 from hvmove.models import MoveRequest, PathReferences, PrecheckReport, VMInfo
-from hvmove.moves import follow, start_or_attach
+from hvmove.moves import DEFAULT_SILENCE_S, follow, start_or_attach
 from hvmove.store import Store
 
 
@@ -100,6 +100,7 @@ def run_copy(
     poll_s: float = 2.0,
     on_progress: Callable[[Progress], None] | None = None,
     slot_wait_s: float = 3600.0,
+    silence_s: float = DEFAULT_SILENCE_S,
     appear_wait_s: float = 120.0,
 ) -> dict[str, Any]:
     """retain_source is keep_source_until_verified: start through WMI with AvoidRemovingVHDs
@@ -157,13 +158,16 @@ def run_copy(
         if on_progress is not None:
             on_progress(Progress(job.percent_complete, done, mbps, eta, job.job_state))
 
-    job = follow(client, vm_id, poll_s=poll_s, on_progress=progress)
+    job = follow(client, vm_id, poll_s=poll_s, on_progress=progress, silence_s=silence_s)
     if job is None or (job.job_id != job_id and not job.running):
-        # the job is gone (TimeBeforeRemoval): the VM's paths tell the outcome
+        # the job is gone: it ended longer ago than TimeBeforeRemoval, or the host rebooted or
+        # VMMS restarted (jobs survive neither). The VM's paths tell the outcome.
         remaining = layout(request, _vm(client, vm_id))
         if remaining.vhds or remaining.configuration:
             raise StepFailed(
-                "the move's job vanished and the VM is still on its source; run the move again"
+                "the move's job vanished (host restarted, or the Hyper-V management service) "
+                "and the VM is still on its source; run the move again: it removes this "
+                "attempt's partial files first"
             )
         return {
             "skipped": False,
@@ -455,6 +459,11 @@ def run_cleanup(
     evidence["asked"] = used.asked
     store.update(move_id, cleanup=evidence, source_removed=removed_all)
     return evidence
+
+
+# for hvmove.cancel, which reads the VM and removes a stopped attempt's files the same way
+vm_info = _vm
+remove_own_leftovers = _remove_own_leftovers
 
 
 def _no_peers(name: str, files: list[str], folders: list[str]) -> PathReferences:

@@ -32,6 +32,7 @@ def copy_task(
     retain_source: bool = True,
     poll_s: float = 2.0,
     log_every_s: float = 5.0,
+    silence_s: float = 900.0,
 ) -> dict:
     log = get_run_logger()
     with recorded(store, move_id, "copy") as set_state:
@@ -39,7 +40,6 @@ def copy_task(
             progress=0.0,
             description=f"Copy of {request.vm} on {request.host} -> "
             f"{request.destination_summary()}",
-            _sync=True,
         )
         last_log = 0.0
 
@@ -50,9 +50,7 @@ def copy_task(
         def on_progress(p: pipeline.Progress) -> None:
             nonlocal last_log, shown
             if artifact is not None and p.percent != shown:  # one API call per change only
-                update_progress_artifact(
-                    artifact_id=artifact, progress=float(p.percent), _sync=True
-                )
+                update_progress_artifact(artifact_id=artifact, progress=float(p.percent))
                 shown = p.percent
             if gate.due(p.percent, time.monotonic()):
                 emit(
@@ -81,10 +79,11 @@ def copy_task(
             retain_source=retain_source,
             poll_s=poll_s,
             on_progress=on_progress,
+            silence_s=silence_s,
         )
         if result.get("skipped"):
             log.info("copy skipped: %s", result["reason"])
             set_state("skipped", result["reason"])
         elif artifact is not None:
-            update_progress_artifact(artifact_id=artifact, progress=100.0, _sync=True)
+            update_progress_artifact(artifact_id=artifact, progress=100.0)
         return result

@@ -62,5 +62,4 @@ def _publish(report: PrecheckReport) -> None:
         key=artifact_key("prechecks", report.host, report.vm),
         table=report_rows(report),
         description=f"Prechecks of {report.vm} on {report.host} -> {report.destination}",
-        _sync=True,  # also when called under the async migrate-vm flow
     )

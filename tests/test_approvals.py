@@ -50,3 +50,20 @@ def test_only_verified_moves_wait_and_only_ticked_ones_are_approved(tmp_path: Pa
     assert [r.id for r in approvals.approved(waiting, {approvals.APPROVE_ALL: True})] == [a, b]
     assert approvals.approved(waiting, {}) == []
     assert approvals.field_name(a).isidentifier()
+
+
+def test_a_move_awaiting_approval_counts_as_moved_in_the_night() -> None:
+    from hvmove import reports
+
+    row = {"vm": "a", "host": "hv01", "bytes": 1, "copy_seconds": 1.0}
+    summary = reports.night_summary(
+        window=("22:00", "05:00"),
+        results=[{**row, "status": "verified", "reason": approvals.REASON}],
+        deferred=[],
+        blocked=[],
+        already_done=[],
+        planned_makespan_s=None,
+    )
+    assert [m["vm"] for m in summary["moved"]] == ["a"] and not summary["failed"]
+    assert "awaiting cleanup approval" in reports.night_markdown(summary, "night-1")
+    assert reports.night_verdict(summary).kind == "completed"

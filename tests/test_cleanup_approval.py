@@ -81,12 +81,14 @@ def test_cleanup_waits_for_approval_in_a_form(prefect_api: str, lab: Lab) -> Non
         r = records[vm]
         assert (r.status, r.reason, r.verified) == ("verified", approvals.REASON, True)
         assert not r.source_removed and src[vm].exists()  # nothing deleted before approval
+    from hvmove.cli.deploy import deploy_values
+
+    plan = lab.dir / "plan.yaml"
+    plan.write_text("moves:\n  - {host: hv01, vm: app01, destination: 'F:\\VMs'}\n")
     env = {
         **os.environ,
+        **deploy_values(config, plan, ROOT, POOL),
         "PREFECT_API_URL": prefect_api,
-        "HVMOVE_PROJECT_DIR": str(ROOT),
-        "HVMOVE_CONFIG": str(config),
-        "HVMOVE_PLAN": "",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
     _prefect("work-pool", "create", POOL, "--type", "process", "--overwrite", env=env)
@@ -95,8 +97,6 @@ def test_cleanup_waits_for_approval_in_a_form(prefect_api: str, lab: Lab) -> Non
         "deploy",
         "--name",
         "cleanup-approval",
-        "--pool",
-        POOL,
         "--prefect-file",
         "deployments/prefect.yaml",
         env=env,

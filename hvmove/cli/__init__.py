@@ -6,7 +6,7 @@ from importlib import import_module
 
 from hvmove.cli.app import app
 
-for _group in ("doctor", "inventory", "moves", "history", "demo", "lab", "automations"):
+for _group in ("doctor", "inventory", "moves", "deploy", "history", "demo", "lab", "automations"):
     import_module(f"hvmove.cli.{_group}")
 
 __all__ = ["app", "main"]

@@ -33,7 +33,6 @@ WindowOpt = Annotated[
         help="HH:MM-HH:MM (default: the config's), 'now' (24 h from now) or 'now+MINUTES'",
     ),
 ]
-TzOpt = Annotated[str | None, typer.Option("--timezone", help="IANA name (default: the config's)")]
 MarginOpt = Annotated[
     float | None,
     typer.Option("--margin", help="minutes before the window's end by which moves must finish"),
@@ -100,34 +99,28 @@ def plan_cmd(
     plan: PlanArg,
     config: ConfigOpt = None,
     window: WindowOpt = None,
-    timezone: TzOpt = None,
     margin: MarginOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The night's schedule for a plan, without moving anything: start and P90 finish of each
-    admitted move, and why the others wait."""
-    from datetime import UTC, datetime, timedelta
+    admitted move, and why the others wait. Times are in the config's time zone
+    (defaults.timezone), the one the nightly deployment's schedule uses too."""
+    from datetime import UTC, datetime
 
-    from hvmove import planner
-    from hvmove.batch import any_window, load_and_resolve, night_inputs, precheck_all
+    from hvmove import planning
     from hvmove.config import load
     from hvmove.store import Store
 
     cfg = load(config)
-    store = Store(cfg.store_url())
-    d = cfg.defaults
-    now = datetime.now(UTC)
-    win = any_window(
-        window or d.window,
-        now,
-        timezone or d.timezone,
-        timedelta(minutes=d.window_margin_minutes if margin is None else margin),
+    night = planning.prepare(
+        cfg,
+        plan,
+        Store(cfg.store_url()),
+        now=datetime.now(UTC),
+        window_text=window,
+        margin_minutes=margin,
     )
-    moves, inventories = load_and_resolve(cfg, plan, store)
-    reports = precheck_all(cfg, moves, reserve=False, store=store)
-    inputs = night_inputs(cfg, moves, reports, inventories, store)
-    assert inputs.limits is not None
-    sched = planner.plan(inputs.moves, inputs.volumes, inputs.limits, win, now)
+    sched, inputs, win = night.schedule, night.inputs, night.window
     if as_json:
         print_json(_schedule_json(sched, inputs, win))
         return
@@ -178,43 +171,46 @@ def migrate(
         str,
         typer.Option("--window", help="HH:MM-HH:MM, 'now' (24 h from now) or 'now+MINUTES'"),
     ] = "now",
-    timezone: TzOpt = None,
     margin: MarginOpt = None,
     poll: Annotated[float, typer.Option(help="seconds between progress polls")] = 2.0,
 ) -> None:
-    """Run the plan's moves through Prefect (the nightly-migrations flow with each move a
+    """Run the plan's moves through Prefect (the nightly-migrations flow, each move a
     migrate-vm subflow): the planner orders them, runs them within the host and volume limits
-    and the window, and defers what does not fit. Uses PREFECT_API_URL or a local server."""
-    import asyncio
+    and the window, and defers what does not fit. Uses the Prefect API your Prefect settings
+    name (environment, profile, .env), else a local server it starts.
 
+    Exit codes: 0 every admitted move completed; 2 some moves were blocked by prechecks,
+    deferred by the window or cancelled (none failed); 1 a move failed, or the night could not
+    run (the error says why).
+
+    Runs started here live in this process: to cancel one from the Prefect UI, run the nightly
+    deployment instead (README, "Production")."""
     validated(config, plan)  # every mistake is one line before Prefect even starts
     api = prefect_api()
     if not as_json:
         out.print(f"Prefect UI: {ui(api)}")
     from flows.nightly import nightly
     from hvmove.config import load
+    from hvmove.reports import night_verdict
 
     cfg = load(config)
-    state = asyncio.run(
-        nightly(
-            plan=str(plan.resolve()),
-            config=str(cfg.path),
-            window=window,
-            timezone=timezone,
-            margin_minutes=margin,
-            poll_seconds=poll,
-            return_state=True,
-        )
+    state = nightly(
+        plan=str(plan.resolve()),
+        config=str(cfg.path),
+        window=window,
+        margin_minutes=margin,
+        poll_seconds=poll,
+        return_state=True,
     )
-    if not state.is_completed():
+    summary = state.result(raise_on_failure=False)
+    if not isinstance(summary, dict):  # the night crashed: its report is in the UI
         if as_json:
             raise typer.Exit(1)
         fail(state.message)
-    summary = state.result()
     if as_json:
         print_json(summary)
     else:
         print_summary(summary)
+        out.print(f"{state.name}: {state.message}")
         out.print(f"runs, logs and artifacts: {ui(api)}/runs")
-    if summary["failed"]:
-        raise typer.Exit(1)
+    raise typer.Exit(night_verdict(summary).exit_code)

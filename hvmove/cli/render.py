@@ -167,9 +167,10 @@ def print_summary(summary: dict[str, Any]) -> None:
     for key, label in (
         ("deferred", "[yellow]deferred[/]"),
         ("blocked", "[yellow]blocked[/]"),
+        ("cancelled", "[yellow]cancelled[/]"),
         ("failed", "[red]failed[/]"),
     ):
-        for m in summary[key]:
+        for m in summary.get(key, []):
             t.add_row(plain(m["vm"]), plain(m["host"]), label, "", "", plain(m["reason"]))
     out.print(t)
     out.print(
