@@ -51,6 +51,9 @@ class HostReadiness(Model):
     is_hyperv_admin: bool  # member of Hyper-V Administrators (S-1-5-32-578)
     winrm: WinRMQuotas
     ui_culture: str
+    # Msvm_VirtualSystemMigrationSettingData has AvoidRemovingVHDs; None when it could not be read
+    keep_source: bool | None = None
+    keep_source_detail: str = ""
     cluster_volumes: list[ClusterVolume] = Field(default_factory=list)
     cluster_roles: list[ClusterRole] = Field(default_factory=list)
     shares: list[ShareAccess] = Field(default_factory=list)

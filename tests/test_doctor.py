@@ -101,6 +101,10 @@ def _bad_contract(lab: Lab) -> None:
     }
 
 
+def _no_avoid_removing(lab: Lab) -> None:
+    lab.server.estate.host("hv01").avoid_removing_vhds = False
+
+
 def _clock(lab: Lab) -> None:
     lab.server.estate.host("hv01").clock_offset_s = 900
 
@@ -114,8 +118,17 @@ def _clock(lab: Lab) -> None:
         (_short_idle, "winrm quotas", "IdleTimeout 30000 ms", "IdleTimeout"),
         (_bad_contract, "script Get-HostFacts", "maximum_storage_migrations = 'two'", "bug"),
         (_clock, "clock", "+900", "w32tm"),
+        (_no_avoid_removing, "keep source until verified", "AvoidRemovingVHDs", "false"),
     ],
-    ids=["no-rights", "no-delegation", "winrm-shells", "winrm-idle", "contract", "clock"],
+    ids=[
+        "no-rights",
+        "no-delegation",
+        "winrm-shells",
+        "winrm-idle",
+        "contract",
+        "clock",
+        "no-avoid-removing-vhds",
+    ],
 )
 def test_broken_prerequisite_fails_with_its_remedy(
     lab: Lab, fault: Callable[[Lab], None], check: str, detail: str, remedy: str

@@ -64,6 +64,7 @@ def check_host(
             concurrency = _from_facts(report, config, host, facts.result)
         if isinstance(readiness.result, md.HostReadiness):
             _winrm(report, readiness.result.winrm, concurrency)
+            _keep_source(report, config, readiness.result)
         for outcome in [facts, inventory, readiness, *_other_scripts(client, inventory)]:
             _contract(report, outcome)
     return report
@@ -362,6 +363,31 @@ def _winrm(report: HostReport, q: md.WinRMQuotas, concurrency: int) -> None:
             f"MaxShellsPerUser {q.max_shells_per_user} (needs {shells}), "
             f"MaxConcurrentOperationsPerUser {ops}, IdleTimeout {idle} ms",
             **numbers,
+        )
+
+
+def _keep_source(report: HostReport, config: Config, r: md.HostReadiness) -> None:
+    wanted = config.defaults.keep_source_until_verified
+    if r.keep_source:
+        report.add(
+            "keep source until verified",
+            "pass",
+            "WMI has AvoidRemovingVHDs: the source stays until hvmove has verified the copy",
+        )
+    elif not wanted:
+        report.add(
+            "keep source until verified",
+            "pass",
+            "off in hvmove.yaml: Move-VMStorage deletes the moved disks' source at the switch",
+        )
+    else:
+        report.add(
+            "keep source until verified",
+            "fail",
+            f"not possible on this host: {r.keep_source_detail or 'unknown'}",
+            "set defaults: keep_source_until_verified: false in hvmove.yaml (the source is then "
+            "deleted at the switch, before verification), or update the host: the property was "
+            "added in Windows 10 1703 and Windows Server 2016",
         )
 
 

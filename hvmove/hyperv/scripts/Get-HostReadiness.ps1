@@ -3,7 +3,8 @@
 # the Hyper-V module's version (null when it is not installed), the account this session runs as
 # and whether its token is a local administrator or a member of Hyper-V Administrators
 # (well-known SID S-1-5-32-578), the WinRM quotas that bound hvmove's sessions (null when they
-# cannot be read), the UI culture (Hyper-V messages are localized), on a cluster node the cluster
+# cannot be read), the UI culture (Hyper-V messages are localized), whether WMI has AvoidRemovingVHDs
+# (the path that keeps the source until verified needs it), on a cluster node the cluster
 # shared volumes and VM roles with their owner nodes, and for each SharePath whether this session
 # can list it: without Kerberos delegation a remote session cannot (the double hop).
 param([string[]]$SharePath = @())
@@ -43,6 +44,18 @@ try {
         idle_timeout_ms                    = $null
         error                              = [string]$_.Exception.Message
     }
+}
+
+# The keep-source path needs AvoidRemovingVHDs on Msvm_VirtualSystemMigrationSettingData ("added
+# in Windows 10 1703 and Windows Server 2016"): read the class, never assume it.
+$keepSource = $null
+$keepSourceDetail = ''
+try {
+    $class = Get-CimClass -Namespace 'root\virtualization\v2' -ClassName Msvm_VirtualSystemMigrationSettingData -ErrorAction Stop
+    $keepSource = @($class.CimClassProperties | Where-Object { $_.Name -eq 'AvoidRemovingVHDs' }).Count -gt 0
+    if (-not $keepSource) { $keepSourceDetail = 'Msvm_VirtualSystemMigrationSettingData has no AvoidRemovingVHDs property' }
+} catch {
+    $keepSourceDetail = 'Msvm_VirtualSystemMigrationSettingData could not be read: ' + $_.Exception.Message
 }
 
 # On a cluster node only: the MSCluster namespace is absent elsewhere ("invalid namespace").
@@ -121,6 +134,8 @@ $out = [pscustomobject]@{
     is_hyperv_admin = [bool]$isHyperVAdmin
     winrm           = $winrm
     ui_culture      = [string](Get-UICulture).Name
+    keep_source     = $keepSource
+    keep_source_detail = $keepSourceDetail
     cluster_volumes = $volumes.ToArray()
     cluster_roles   = $roles.ToArray()
     shares          = $shares.ToArray()

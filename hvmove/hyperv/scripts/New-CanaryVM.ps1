@@ -44,8 +44,9 @@ $null = New-VHD -Path $base -SizeBytes 1GB -Dynamic
 $hash = ''
 $mounted = $false
 try {
-    $disk = Mount-VHD -Path $base -Passthru | Get-Disk
+    $vhd = Mount-VHD -Path $base -Passthru
     $mounted = $true
+    $disk = Get-Disk -Number $vhd.DiskNumber
     $null = Initialize-Disk -Number $disk.Number -PartitionStyle GPT
     $partition = New-Partition -DiskNumber $disk.Number -UseMaximumSize -AssignDriveLetter
     $null = Format-Volume -Partition $partition -FileSystem NTFS -NewFileSystemLabel 'hvmove-canary' -Confirm:$false

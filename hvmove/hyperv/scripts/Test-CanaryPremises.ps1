@@ -26,8 +26,9 @@ $attachedDetail = ''
 $hash = ''
 $mounted = $false
 try {
-    $disk = Mount-VHD -Path $BasePath -ReadOnly -Passthru | Get-Disk
+    $vhd = Mount-VHD -Path $BasePath -ReadOnly -Passthru
     $mounted = $true
+    $disk = Get-Disk -Number $vhd.DiskNumber
     $result = @(Test-VHD -Path $BasePath -ErrorAction SilentlyContinue -ErrorVariable testErrors)
     $attachedOk = ($result.Count -gt 0 -and $result[0] -eq $true)
     if ($testErrors.Count -gt 0) { $attachedDetail = [string]$testErrors[0].Exception.Message }

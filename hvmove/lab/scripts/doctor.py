@@ -68,6 +68,10 @@ class DoctorScripts(ScriptBase):
             is_hyperv_admin=h.rights == "hyperv_admins",
             winrm=winrm,
             ui_culture=h.ui_culture,
+            keep_source=h.avoid_removing_vhds,
+            keep_source_detail=""
+            if h.avoid_removing_vhds
+            else "Msvm_VirtualSystemMigrationSettingData has no AvoidRemovingVHDs property",
             cluster_volumes=self._cluster_volumes(host),
             cluster_roles=self._cluster_roles(host),
             shares=[self._share_access(host, path) for path in as_list(p.get("SharePath"))],
