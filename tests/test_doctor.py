@@ -182,6 +182,9 @@ def test_cli_exit_codes_and_json(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> N
     _no_delegation(lab)
     bad = CliRunner().invoke(app, ["doctor", "--host", "hv01"])
     assert bad.exit_code == 1 and "hv01: NOT ready" in bad.output
+    md = CliRunner().invoke(app, ["doctor", "--host", "hv01", "--markdown"])
+    assert md.exit_code == 1 and "## hv01 (127.0.0.1:" in md.output
+    assert "| share \\\\fs01\\vmstore | fail | access denied" in md.output
     bad_json = CliRunner().invoke(app, ["doctor", "--host", "hv01", "--json"])
     assert bad_json.exit_code == 1
     failed = [c for c in json.loads(bad_json.output)["hosts"][0]["checks"] if c["status"] == "fail"]
