@@ -32,6 +32,8 @@ class InFlight:
     expected_finish: datetime
     job: asyncio.Task[Any]
     cancel_requested: bool = False
+    expected_p50: datetime | None = None
+    rate: float | None = None  # planned P90 rate (bytes/s) with shared bandwidth
 
 
 @task(name="plan-prechecks", cache_policy=NO_CACHE, persist_result=False)
@@ -136,6 +138,7 @@ async def nightly(
                 win,
                 now,
                 running=[_running(f, now) for f in flying.values()],
+                bandwidth=inputs.bandwidth,
             )
             if first_plan is None:
                 first_plan = sched
@@ -145,7 +148,9 @@ async def nightly(
                 move = pending.pop(due.id)
                 kwargs = _subflow_kwargs(cfg, inputs.by_id[due.id], batch_id, poll_seconds)
                 job = asyncio.create_task(asyncio.to_thread(_run_subflow, kwargs))
-                flying[due.id] = InFlight(move, now, due.finish_p90, job)
+                flying[due.id] = InFlight(
+                    move, now, due.finish_p90, job, expected_p50=due.finish_p50, rate=due.rate_p90
+                )
                 log.info(
                     "start %s on %s (%.1f GiB, P90 finish %s)",
                     move.vm,
@@ -167,7 +172,7 @@ async def nightly(
             for mid in [k for k, f in flying.items() if f.job in done]:
                 finished = flying.pop(mid)
                 results[mid] = _finish(store, inputs.by_id[mid], finished, consumed)
-                _learn(pending, results[mid], finished.move)
+                _learn(pending, inputs, store)
                 log.info(
                     "%s on %s: %s", finished.move.vm, finished.move.host, results[mid]["status"]
                 )
@@ -203,6 +208,8 @@ def _running(f: InFlight, now: datetime) -> planner.RunningMove:
         destination_volume=f.move.destination_volume,
         expected_finish=f.expected_finish,
         reserved_bytes=f.move.reservation,
+        shares=f.move.shares,
+        rate=f.rate,
     )
 
 
@@ -227,6 +234,10 @@ def _finish(
     store: Store, move: ResolvedMove, f: InFlight, consumed: dict[str, int]
 ) -> dict[str, Any]:
     row = _outcome(store, move, f.job)
+    # what the plan expected, for the night's report of ETA accuracy (seconds from the start)
+    row["planned_p50_s"] = (f.expected_p50 - f.started).total_seconds() if f.expected_p50 else None
+    row["planned_p90_s"] = (f.expected_finish - f.started).total_seconds()
+    row["planned_finish_p90"] = f.expected_finish.isoformat()
     if row["status"] == "completed":
         key = f.move.destination_volume
         consumed[key] = consumed.get(key, 0) + f.move.reservation
@@ -234,22 +245,13 @@ def _finish(
 
 
 def _learn(
-    pending: dict[str, planner.PlannedMove], row: dict[str, Any], done: planner.PlannedMove
+    pending: dict[str, planner.PlannedMove], inputs: batch.NightInputs, store: Store
 ) -> None:
-    """Re-plan with what the night showed: moves on the same volume pair get the observed rate
-    as a sample next to their estimate."""
-    if row.get("status") != "completed" or not row.get("copy_seconds") or not row.get("bytes"):
-        return
-    observed = row["bytes"] / row["copy_seconds"]
-    for mid, m in list(pending.items()):
-        if (
-            m.source_volumes == done.source_volumes
-            and m.destination_volume == done.destination_volume
-        ):
-            samples = [m.throughput.p50, observed]
-            pending[mid] = m.model_copy(
-                update={"throughput": planner.Throughput.from_samples(samples)}
-            )
+    """Re-plan with what the night showed: the moves still waiting get their rates re-learned
+    from the store, which now holds the copies that just finished (hvmove.learning)."""
+    inputs.moves = list(pending.values())
+    batch.relearn(inputs, store)
+    pending.update({m.id: m for m in inputs.moves})
 
 
 def _cancel_overruns(
@@ -302,7 +304,15 @@ def _summary(
     return {
         "window": [win.start.isoformat(), win.end.isoformat()],
         "moved": [
-            {"vm": r["vm"], "host": r["host"], "bytes": r["bytes"], "seconds": r["copy_seconds"]}
+            {
+                "vm": r["vm"],
+                "host": r["host"],
+                "bytes": r["bytes"],
+                "seconds": r["copy_seconds"],
+                "planned_p50_s": r.get("planned_p50_s"),
+                "planned_p90_s": r.get("planned_p90_s"),
+                "planned_finish_p90": r.get("planned_finish_p90"),
+            }
             for r in moved
         ],
         "failed": [

@@ -39,14 +39,15 @@ import heapq
 import math
 import random
 import statistics
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from hvmove.models import VolumeKind
+from hvmove.sharing import Shares
 
 GiB = 1024**3
 
@@ -145,6 +146,11 @@ class PlannedMove(_Frozen):
     )
     throughput: Throughput
     odx: bool = False
+    shares: list[str] = Field(
+        default_factory=list,
+        description="bandwidth resources its copy shares with others (hvmove.throughput); "
+        "with them, its rate is planned by hvmove.sharing instead of the volume model",
+    )
 
     @property
     def reservation(self) -> int:
@@ -251,6 +257,8 @@ class RunningMove(_Frozen):
     destination_volume: str = Field(min_length=1)
     expected_finish: AwareDatetime
     reserved_bytes: int = Field(0, ge=0)
+    shares: list[str] = Field(default_factory=list, description="as PlannedMove.shares")
+    rate: float | None = Field(None, gt=0, description="its planned P90 rate (bytes/s)")
 
 
 # --- outputs -------------------------------------------------------------------------------------
@@ -309,6 +317,8 @@ class _Held:
     resources: tuple[Resource, ...]
     destination: str
     reserved: int
+    shares: tuple[str, ...] = ()
+    rate: float = 0.0
 
 
 @dataclass(slots=True)
@@ -317,6 +327,7 @@ class _Estate:
     jobs: list[_Job]
     held: list[_Held]
     caps: dict[Resource, int]
+    bandwidth: Mapping[str, float]  # capacity of the resources moves share (hvmove.sharing)
 
     def cap(self, res: Resource) -> int:
         return self.caps[res]
@@ -354,8 +365,19 @@ def _volume_cap(move: PlannedMove, volumes: dict[str, VolumeState], limits: Limi
     return min(caps)
 
 
-def _job(index: int, move: PlannedMove, volumes: dict[str, VolumeState], limits: Limits) -> _Job:
-    cap = _volume_cap(move, volumes, limits)
+def _job(
+    index: int,
+    move: PlannedMove,
+    volumes: dict[str, VolumeState],
+    limits: Limits,
+    bandwidth: Mapping[str, float],
+) -> _Job:
+    # with shares, the rate alone: the planned rate is decided at admission (hvmove.sharing)
+    cap = (
+        Shares(bandwidth).alone(move.shares, math.inf)
+        if move.shares
+        else _volume_cap(move, volumes, limits)
+    )
     rate50, rate90 = min(move.throughput.p50, cap), min(move.throughput.p90, cap)
     return _Job(
         index=index,
@@ -375,6 +397,8 @@ def _held(run: RunningMove, now: datetime, origin: datetime, overdue_end: float)
         resources=_resources(run),
         destination=run.destination_volume,
         reserved=run.reserved_bytes,
+        shares=tuple(run.shares) if run.rate else (),
+        rate=run.rate or 0.0,
     )
 
 
@@ -409,6 +433,7 @@ def _estate(
     now: datetime | None = None,
     origin: datetime | None = None,
     overdue_end: float = 0.0,
+    bandwidth: Mapping[str, float] | None = None,
 ) -> _Estate:
     by_key = {v.key: v for v in volumes}
     if len(by_key) != len(volumes):
@@ -419,10 +444,11 @@ def _estate(
         if now is None:
             raise ValueError("running moves need the current time")
         held = [_held(r, now, origin or now, overdue_end) for r in running]
-    jobs = [_job(i, m, by_key, limits) for i, m in enumerate(moves)]
+    bw = dict(bandwidth or {})
+    jobs = [_job(i, m, by_key, limits, bw) for i, m in enumerate(moves)]
     resources = {r for item in [*jobs, *held] for r in item.resources}
     caps = {r: _cap(r, limits) for r in resources}
-    return _Estate(volumes=by_key, jobs=jobs, held=held, caps=caps)
+    return _Estate(volumes=by_key, jobs=jobs, held=held, caps=caps, bandwidth=bw)
 
 
 # --- the list scheduler --------------------------------------------------------------------------
@@ -439,6 +465,15 @@ class _Outcome:
     deferred: dict[int, _Deferral]
     bytes_admitted: int
     makespan: float
+    rates: dict[int, tuple[float, float]] = field(default_factory=dict)  # planned at admission
+
+    def durations(self, job: _Job) -> tuple[float, float, float, float]:
+        """rate50, rate90, d50, d90 of an admitted job: its own, or as planned at admission."""
+        if job.index not in self.rates:
+            return job.rate50, job.rate90, job.d50, job.d90
+        r50, r90 = self.rates[job.index]
+        b = job.move.bytes
+        return r50, r90, max(b / r50, MIN_MOVE_SECONDS), max(b / r90, MIN_MOVE_SECONDS)
 
     def score(self) -> tuple[int, int, float]:
         return (-self.bytes_admitted, -len(self.starts), self.makespan)
@@ -452,28 +487,54 @@ class _Sim:
     horizon: float
     busy: dict[Resource, int]
     spare: dict[str, int]
-    ends: list[tuple[float, int, tuple[Resource, ...]]]  # heap of running (end, seq, resources)
+    # heap of running (end, seq, resources, bandwidth shares, planned rate)
+    ends: list[tuple[float, int, tuple[Resource, ...], tuple[str, ...], float]]
+    bw: Shares
 
     @classmethod
     def begin(cls, estate: _Estate, horizon: float) -> _Sim:
-        sim = cls(estate, horizon, {}, {k: estate.spare(k) for k in estate.volumes}, [])
+        spare = {k: estate.spare(k) for k in estate.volumes}
+        sim = cls(estate, horizon, {}, spare, [], Shares(estate.bandwidth))
         for seq, h in enumerate(estate.held):
-            sim.occupy(h.end, h.resources, seq)
+            sim.occupy(h.end, h.resources, seq, h.shares, h.rate)
         return sim
 
-    def occupy(self, end: float, resources: tuple[Resource, ...], seq: int) -> None:
+    def occupy(
+        self,
+        end: float,
+        resources: tuple[Resource, ...],
+        seq: int,
+        shares: tuple[str, ...] = (),
+        rate: float = 0.0,
+    ) -> None:
         for res in resources:
             self.busy[res] = self.busy.get(res, 0) + 1
-        heapq.heappush(self.ends, (end, seq, resources))
+        self.bw.add(shares, rate)
+        heapq.heappush(self.ends, (end, seq, resources, shares, rate))
 
     def free(self, job: _Job) -> bool:
         return all(self.busy.get(r, 0) < self.estate.cap(r) for r in job.resources)
 
     def release_until(self, t: float) -> None:
         while self.ends and self.ends[0][0] <= t:
-            _, _, resources = heapq.heappop(self.ends)
+            _, _, resources, shares, rate = heapq.heappop(self.ends)
             for res in resources:
                 self.busy[res] -= 1
+            self.bw.remove(shares, rate)
+
+    def offer(self, job: _Job, t: float) -> tuple[float, float] | None:
+        """Planned (rate50, rate90) for a move with bandwidth shares starting at ``t`` and
+        ending in the window, or None if it must wait for copies to end (hvmove.sharing)."""
+        shares = job.move.shares
+        for greedy in (False, True):
+            r90 = self.bw.offer(shares, job.rate90, greedy=greedy)
+            if r90 is None:
+                return None
+            if t + max(job.move.bytes / r90, MIN_MOVE_SECONDS) <= self.horizon:
+                # the median: its own median rate, at most the share it may take now
+                r50 = self.bw.offer(shares, job.rate50, greedy=True) or r90
+                return max(r50, r90), r90
+        return None
 
 
 def _never_fits(job: _Job, estate: _Estate) -> DeferReason | None:
@@ -514,20 +575,32 @@ def _start_due(sim: _Sim, pending: list[_Job], t: float, out: _Outcome, strict: 
     for job in pending:
         host = job.resources[0]
         dest = job.move.destination_volume
+        rates = None
         if t + job.d90 > sim.horizon:
             # a later start only finishes later: this move cannot make it tonight
             out.deferred[job.index] = _Deferral("window", t, sim.spare[dest])
-        elif (strict and host in blocked_hosts) or not sim.free(job):
+            continue
+        if (strict and host in blocked_hosts) or not sim.free(job):
             blocked_hosts.add(host)
             waiting.append(job)
-        elif job.move.reservation > sim.spare[dest]:
+            continue
+        if job.move.reservation > sim.spare[dest]:
             out.deferred[job.index] = _Deferral("space", t, sim.spare[dest])
-        else:
-            sim.spare[dest] -= job.move.reservation
-            sim.occupy(t + job.d90, job.resources, len(out.starts) + len(sim.estate.held))
-            out.starts[job.index] = t
-            out.bytes_admitted += job.move.bytes
-            out.makespan = max(out.makespan, t + job.d90)
+            continue
+        if job.move.shares:
+            rates = sim.offer(job, t)
+            if rates is None:  # its volumes are planned full until some copy ends
+                blocked_hosts.add(host)
+                waiting.append(job)
+                continue
+            out.rates[job.index] = rates
+        _, rate90, _, d90 = out.durations(job)
+        sim.spare[dest] -= job.move.reservation
+        seq = len(out.starts) + len(sim.estate.held)
+        sim.occupy(t + d90, job.resources, seq, tuple(job.move.shares) if rates else (), rate90)
+        out.starts[job.index] = t
+        out.bytes_admitted += job.move.bytes
+        out.makespan = max(out.makespan, t + d90)
     return waiting
 
 
@@ -595,7 +668,7 @@ def _nudge(order: list[_Job], outcome: _Outcome, rng: random.Random) -> list[_Jo
     pos = {job.index: i for i, job in enumerate(order)}
     started = [j for j in order if j.index in outcome.starts]
     if started and rng.random() < 0.5:
-        last = max(started, key=lambda j: outcome.starts[j.index] + j.d90)
+        last = max(started, key=lambda j: outcome.starts[j.index] + outcome.durations(j)[3])
         i = pos[last.index]
     else:
         i = rng.randrange(len(order))
@@ -613,6 +686,8 @@ def plan(
     window: Window,
     now: datetime,
     running: Sequence[RunningMove] = (),
+    *,
+    bandwidth: Mapping[str, float] | None = None,
 ) -> Schedule:
     """Order the batch: admitted moves with planned start and finishes, the rest deferred.
 
@@ -624,7 +699,9 @@ def plan(
     origin = max(now, window.start)
     horizon = (window.last_finish - origin).total_seconds()
     # an overdue move holds its slots through the window: nobody knows when it will end
-    estate = _estate(moves, volumes, limits, running, now, origin, overdue_end=max(horizon, 0.0))
+    estate = _estate(
+        moves, volumes, limits, running, now, origin, max(horizon, 0.0), bandwidth=bandwidth
+    )
     order, outcome = _best_order(estate, horizon)
     return Schedule(
         origin=origin,
@@ -674,11 +751,13 @@ def _admitted(order: list[_Job], outcome: _Outcome, origin: datetime) -> list[Sc
         (j for j in order if j.index in outcome.starts),
         key=lambda j: (outcome.starts[j.index], rank[j.index]),
     )
-    return [_scheduled(j, outcome.starts[j.index], origin) for j in chosen]
+    return [_scheduled(j, outcome, origin) for j in chosen]
 
 
-def _scheduled(job: _Job, start: float, origin: datetime) -> ScheduledMove:
+def _scheduled(job: _Job, outcome: _Outcome, origin: datetime) -> ScheduledMove:
     m = job.move
+    start = outcome.starts[job.index]
+    rate50, rate90, d50, d90 = outcome.durations(job)
     return ScheduledMove(
         id=m.id,
         host=m.host,
@@ -688,10 +767,10 @@ def _scheduled(job: _Job, start: float, origin: datetime) -> ScheduledMove:
         bytes=m.bytes,
         odx=m.odx,
         start=_at(origin, start),
-        finish_p50=_at(origin, start + job.d50),
-        finish_p90=_at(origin, start + job.d90),
-        rate_p50=job.rate50,
-        rate_p90=job.rate90,
+        finish_p50=_at(origin, start + d50),
+        finish_p90=_at(origin, start + d90),
+        rate_p50=rate50,
+        rate_p90=rate90,
     )
 
 

@@ -124,6 +124,9 @@ class ThroughputSample(Base):
     percent: Mapped[int] = mapped_column(Integer)
     bytes_done: Mapped[int] = mapped_column(BigInteger)
     mbps: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # copies sharing this move's volumes when the sample was taken, itself included: a rate is a
+    # share of the volumes, and the planner learns the rate alone from it (hvmove.throughput)
+    concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Snapshot(Base):
@@ -183,6 +186,7 @@ class Store:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.engine: Engine = create_engine(url, **kwargs)
         Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -269,11 +273,44 @@ class Store:
     def finish(self, move_id: str, status: str, reason: str = "") -> None:
         self.update(move_id, status=status, reason=reason, finished_at=utcnow())
 
-    def add_sample(self, move_id: str, percent: int, bytes_done: int, mbps: float | None) -> None:
+    def add_sample(
+        self,
+        move_id: str,
+        percent: int,
+        bytes_done: int,
+        mbps: float | None,
+        concurrent: int | None = None,
+    ) -> None:
         with self.session() as s:
             s.add(
-                ThroughputSample(move_id=move_id, percent=percent, bytes_done=bytes_done, mbps=mbps)
+                ThroughputSample(
+                    move_id=move_id,
+                    percent=percent,
+                    bytes_done=bytes_done,
+                    mbps=mbps,
+                    concurrent=concurrent,
+                )
             )
+
+    def copies_sharing(self, move_id: str) -> int:
+        """Moves copying now (copy step running) that share a source or destination volume with
+        this one, itself included."""
+        with self.session() as s:
+            me = s.get(MoveRecord, move_id)
+            if me is None:
+                return 0
+            vols = {v for v in (me.source_volume, me.destination_volume) if v}
+            copying = (
+                select(func.count(func.distinct(MoveRecord.id)))
+                .join(StepRecord, StepRecord.move_id == MoveRecord.id)
+                .where(StepRecord.step == "copy", StepRecord.state == "running")
+                .where(
+                    (MoveRecord.id == move_id)
+                    | MoveRecord.source_volume.in_(vols)
+                    | MoveRecord.destination_volume.in_(vols)
+                )
+            )
+            return max(1, int(s.scalar(copying) or 0))
 
     def moves(self, limit: int | None = None) -> list[MoveRecord]:
         with self.session() as s:
@@ -327,6 +364,16 @@ def _same_target(a: dict[str, Any], b: dict[str, Any]) -> bool:
         json.dumps([a.get(k) for k in keys], sort_keys=True).lower()
         == json.dumps([b.get(k) for k in keys], sort_keys=True).lower()
     )
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Nullable columns added since a store was created (create_all adds tables, not columns)."""
+    from sqlalchemy import inspect, text
+
+    have = {c["name"] for c in inspect(engine).get_columns("throughput_samples")}
+    if "concurrent" not in have:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE throughput_samples ADD COLUMN concurrent INTEGER"))
 
 
 def record_as_dict(r: MoveRecord, steps: dict[str, str] | None = None) -> dict[str, Any]:
