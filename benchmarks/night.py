@@ -98,12 +98,12 @@ def run_hvmove(args: argparse.Namespace, lab: Path) -> dict[str, Any]:
     from hvmove.lab.history import generate_history
 
     estate, moves = night_estate.build(lab, args.seed, args.minutes, args.host_limit)
-    cfg_path = _config(lab, args.probe_mib)
-    # the store already knows past nights: the planner learns its rates from them
-    generate_history(load(cfg_path).store_url(), days=30, seed=args.seed, lab_estate=estate)
     (lab / "plan.yaml").write_text(night_estate.plan_text(moves), encoding="utf-8")
-    process.up(lab)
+    process.up(lab)  # writes hvmove.yaml with the hosts' ports
     try:
+        cfg_path = _config(lab, args.probe_mib)
+        # the store already knows past nights: the planner learns its rates from them
+        generate_history(load(cfg_path).store_url(), days=30, seed=args.seed, lab_estate=estate)
         text, _start, end = _window(args.lead, args.minutes)
         print(f"hvmove: window {text} UTC; prechecks first", flush=True)
         summary = asyncio.run(
@@ -170,9 +170,9 @@ def run_fifo(args: argparse.Namespace, lab: Path) -> dict[str, Any]:
     from hvmove.lab import process
 
     _estate, moves = night_estate.build(lab, args.seed, args.minutes, args.host_limit)
-    cfg = load(_config(lab, args.probe_mib))
     process.up(lab)
     try:
+        cfg = load(_config(lab, args.probe_mib))
         start = datetime.now(UTC) + timedelta(seconds=2)
         end = start + timedelta(minutes=args.minutes)
         clients = {h.name: open_client(cfg, h.name) for h in cfg.hosts}
@@ -209,9 +209,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--minutes", type=int, default=3, help="the window, in lab minutes")
     ap.add_argument("--host-limit", type=int, default=4, help="MaximumStorageMigrations")
-    ap.add_argument("--lead", type=float, default=60, help="seconds for prechecks before it")
+    ap.add_argument("--lead", type=float, default=20, help="seconds for prechecks before it")
     ap.add_argument("--margin-s", type=float, default=6.0, help="the window's safety margin")
-    ap.add_argument("--probe-mib", type=int, default=16)
+    ap.add_argument(
+        "--probe-mib", type=int, default=4096, help="probe size (lab rates are sped up too)"
+    )
     ap.add_argument("--skip-fifo", action="store_true")
     args = ap.parse_args()
     from hvmove.prefect_local import ensure_server

@@ -160,7 +160,8 @@ class Estimate:
     source: str  # "pair" | "class" | "probe"
 
 
-def _points(values: Sequence[float]) -> tuple[float, float]:
+def points(values: Sequence[float]) -> tuple[float, float]:
+    """(P50, P90) of rates: the median, and the rate nine in ten reach at least."""
     ordered = sorted(values)
     median = statistics.median(ordered)
     if len(ordered) >= 10:
@@ -201,11 +202,11 @@ class Learner:
         applied to this move's probe; else the probe (or ``fallback``) with a pessimistic tail."""
         pair = self.pair(source, destination, odx)
         if len(pair) >= PAIR_MIN_MOVES:
-            p50, p90 = _points(pair)
+            p50, p90 = points(pair)
             return Estimate(p50, p90, "pair")
         ratios = self.ratios.get(copy_class(odx), [])
         if probe_rate and len(ratios) >= PAIR_MIN_MOVES:
-            r50, r90 = _points(ratios)
+            r50, r90 = points(ratios)
             return Estimate(probe_rate * r50, probe_rate * r90, "class")
         base = probe_rate or fallback
         return Estimate(base, base * 0.7, "probe")
