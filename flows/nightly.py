@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +32,7 @@ class InFlight:
     move: planner.PlannedMove
     started: datetime
     expected_finish: datetime
-    job: asyncio.Task[Any]
+    job: asyncio.Future[Any]
     cancel_requested: bool = False
     expected_p50: datetime | None = None
     rate: float | None = None  # planned P90 rate (bytes/s) with shared bandwidth
@@ -69,10 +71,39 @@ def _subflow_kwargs(
 
 def _run_subflow(kwargs: dict[str, Any]) -> Any:
     """One move in its own thread and event loop: the steps block, so moves run side by side
-    only in threads. asyncio.to_thread copies the context, so the run is this flow's subflow."""
+    only in threads."""
     from flows.migrate_vm import migrate_vm
 
     return asyncio.run(migrate_vm(**kwargs, return_state=True))
+
+
+def _in_thread(kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+    """``_run_subflow`` in a thread of its own, with this flow's context copied (so the run is
+    this flow's subflow). Not asyncio.to_thread: its shared pool has min(32, CPUs + 4) threads,
+    so on a small worker the seventh move the plan starts would wait, unplanned, for a thread."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    ctx = contextvars.copy_context()
+
+    def work() -> None:
+        try:
+            result = ctx.run(_run_subflow, kwargs)
+        except BaseException as exc:  # handed to the awaiting flow, which records it
+            loop.call_soon_threadsafe(_settle, future, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, future, result, None)
+
+    threading.Thread(target=work, name=f"move-{kwargs['vm']}", daemon=True).start()
+    return future
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 @flow(name="nightly-migrations", flow_run_name="night of {plan}")
@@ -120,7 +151,7 @@ async def nightly(
     first_plan: planner.Schedule | None = None
     for mid in inputs.finish_only:  # verify and clean up what a dead run switched already
         kwargs = _subflow_kwargs(cfg, inputs.by_id[mid], batch_id, poll_seconds)
-        job = asyncio.ensure_future(asyncio.to_thread(_run_subflow, kwargs))
+        job = _in_thread(kwargs)
         await asyncio.wait([job])
         results[mid] = _outcome(store, inputs.by_id[mid], job)
         log.info(
@@ -147,7 +178,7 @@ async def nightly(
             for due in sched.due(now):
                 move = pending.pop(due.id)
                 kwargs = _subflow_kwargs(cfg, inputs.by_id[due.id], batch_id, poll_seconds)
-                job = asyncio.create_task(asyncio.to_thread(_run_subflow, kwargs))
+                job = _in_thread(kwargs)
                 flying[due.id] = InFlight(
                     move, now, due.finish_p90, job, expected_p50=due.finish_p50, rate=due.rate_p90
                 )
