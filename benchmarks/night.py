@@ -21,13 +21,17 @@ Last line: night_bytes/bound=R1 overruns=N fifo_bytes/bound=R2 fifo_overruns=M p
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
+import json
+import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -106,16 +110,15 @@ def run_hvmove(args: argparse.Namespace, lab: Path) -> dict[str, Any]:
         generate_history(load(cfg_path).store_url(), days=30, seed=args.seed, lab_estate=estate)
         text, _start, end = _window(args.lead, args.minutes)
         print(f"hvmove: window {text} UTC; prechecks first", flush=True)
-        summary = asyncio.run(
-            nightly(
-                plan=str(lab / "plan.yaml"),
-                config=str(cfg_path),
-                window=text,
-                timezone="UTC",
-                margin_minutes=args.margin_s / 60,
-                poll_seconds=1.0,
-            )
+        state = nightly(
+            plan=str(lab / "plan.yaml"),
+            config=str(cfg_path),
+            window=text,
+            margin_minutes=args.margin_s / 60,
+            poll_seconds=1.0,
+            return_state=True,
         )
+        summary = state.result(raise_on_failure=False)
         jobs = _jobs(lab)
     finally:
         process.down(lab)
@@ -204,6 +207,22 @@ def run_fifo(args: argparse.Namespace, lab: Path) -> dict[str, Any]:
     return {"bytes": moved, "overruns": overruns}
 
 
+@contextlib.contextmanager
+def _own_prefect_server(home: Path) -> Iterator[None]:
+    """A Prefect server of this run's own, stopped at the end: a shared one can be stopped or
+    loaded by someone else in the middle of the night."""
+    from hvmove.prefect_local import ensure_server
+
+    os.environ.pop("PREFECT_API_URL", None)
+    ensure_server(home=home, port=0)  # before Prefect is imported: it reads the URL once
+    try:
+        yield
+    finally:
+        pid = json.loads((home / "server.json").read_text())["pid"]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)  # its own session: the server and its workers
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=1)
@@ -216,10 +235,7 @@ def main() -> None:
     )
     ap.add_argument("--skip-fifo", action="store_true")
     args = ap.parse_args()
-    from hvmove.prefect_local import ensure_server
-
-    ensure_server()  # before Prefect is imported: it reads PREFECT_API_URL once
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _own_prefect_server(Path(tmp) / "prefect"):
         lab = Path(tmp) / "bound"
         estate, moves = night_estate.build(lab, args.seed, args.minutes, args.host_limit)
         total = sum(m.bytes for m in moves)

@@ -13,7 +13,6 @@ Last line: overhead_per_move_s=X (goal <= 1 s).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import tempfile
@@ -63,16 +62,14 @@ def main() -> None:
                     server.estate.save()
                     server.engine.start_guests()
                 t0 = time.perf_counter()
-                state = asyncio.run(
-                    migrate_vm(
-                        host="hv01",
-                        vm=name,
-                        destination=f"E:\\VMs\\{name}",
-                        config=str(cfg.path),
-                        probe_mib=args.probe_mib,
-                        poll_seconds=0.2,
-                        return_state=True,
-                    )
+                state = migrate_vm(
+                    host="hv01",
+                    vm=name,
+                    destination=f"E:\\VMs\\{name}",
+                    config=str(cfg.path),
+                    probe_mib=args.probe_mib,
+                    poll_seconds=0.2,
+                    return_state=True,
                 )
                 wall = time.perf_counter() - t0
                 assert state.is_completed(), state.message

@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hvmove.paths import volume_key  # noqa: E402
 from hvmove.planner import (  # noqa: E402
     Limits,
     PlannedMove,
@@ -38,7 +39,6 @@ from hvmove.planner import (  # noqa: E402
     fifo_makespan,
     lower_bound,
     plan,
-    volume_key,
 )
 
 GiB = 1024**3

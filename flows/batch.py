@@ -3,7 +3,6 @@ batch, with its planner and concurrency, is flows/nightly.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -26,24 +25,22 @@ def run_sequentially(
     results: list[dict[str, Any]] = []
     for move in moves:
         req = move.request
-        state = asyncio.run(
-            migrate_vm(
-                host=req.host,
-                vm=move.vm.name,
-                mode=req.mode,
-                destination=req.destination,
-                virtual_machine_path=req.virtual_machine_path,
-                snapshot_file_path=req.snapshot_file_path,
-                smart_paging_file_path=req.smart_paging_file_path,
-                vhds=[v.model_dump() for v in req.vhds] or None,
-                headroom_percent=req.headroom_percent,
-                probe_mib=req.probe_mib,
-                keep_source_until_verified=req.keep_source_until_verified,
-                config=str(cfg.path),
-                batch=batch,
-                poll_seconds=poll_seconds,
-                return_state=True,
-            )
+        state = migrate_vm(
+            host=req.host,
+            vm=move.vm.name,
+            mode=req.mode,
+            destination=req.destination,
+            virtual_machine_path=req.virtual_machine_path,
+            snapshot_file_path=req.snapshot_file_path,
+            smart_paging_file_path=req.smart_paging_file_path,
+            vhds=[v.model_dump() for v in req.vhds] or None,
+            headroom_percent=req.headroom_percent,
+            probe_mib=req.probe_mib,
+            keep_source_until_verified=req.keep_source_until_verified,
+            config=str(cfg.path),
+            batch=batch,
+            poll_seconds=poll_seconds,
+            return_state=True,
         )
         record = store.latest(req.host, move.vm.id)
         row = (

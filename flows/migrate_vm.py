@@ -8,22 +8,26 @@ looks at the host before it acts.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import SyncClientContext
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed
+from prefect.states import Cancelled, Completed
+from pydantic import Field
 
-from hvmove import pipeline, shared_storage
+from hvmove import pipeline, reports, shared_storage
 from hvmove.batch import options_for
 from hvmove.config import Config, load
 from hvmove.hyperv.client import open_client
-from hvmove.models import MoveRequest
-from hvmove.plans import find_vm
-from hvmove.store import STEPS, Store
+from hvmove.layout import norm
+from hvmove.models import MoveMode, MoveRequest, VhdMapping
+from hvmove.names import display
+from hvmove.plans import Plan, resolve
+from hvmove.store import Store
 from tasks._common import emit
+from tasks.cancel import stop_on_cancel
 from tasks.cleanup import cleanup_task
 from tasks.copy import copy_task
 from tasks.cutover import cutover_task
@@ -38,36 +42,45 @@ def run_name() -> str:
         or p.get("virtual_machine_path")
         or ((p.get("vhds") or [{}])[0].get("destination", "") if p.get("vhds") else "")
     )
-    return f"move {p.get('vm')} on {p.get('host')} to {dest}"
+    return display(f"move {p.get('vm')} on {p.get('host')} to {dest}")
 
 
-# An async flow: Prefect's sync engine joins its heartbeat thread at the end of every run, which
-# costs up to a second per move (measured: 1.1 s vs 0.5 s for a 5-task flow). The steps stay
-# plain blocking calls; a batch runs each move in its own thread (see flows/nightly.py).
-@flow(name="migrate-vm", flow_run_name=run_name, retries=0)
-async def migrate_vm(
+@flow(
+    name="migrate-vm",
+    flow_run_name=run_name,
+    retries=0,
+    on_cancellation=[stop_on_cancel],
+)
+def migrate_vm(
     host: str,
     vm: str,
-    mode: str = "all",
+    mode: MoveMode = "all",
     destination: str | None = None,
     virtual_machine_path: str | None = None,
     snapshot_file_path: str | None = None,
     smart_paging_file_path: str | None = None,
-    vhds: list[dict[str, str]] | None = None,
-    headroom_percent: float | None = None,
-    probe_mib: int | None = None,
+    vhds: list[VhdMapping] | None = None,
+    headroom_percent: Annotated[float, Field(ge=0, le=90)] | None = None,
+    probe_mib: Annotated[int, Field(ge=1, le=4096)] | None = None,
     keep_source_until_verified: bool | None = None,
     config: str = "hvmove.yaml",
     batch: str | None = None,
     reserved: dict[str, int] | None = None,
-    poll_seconds: float = 2.0,
+    poll_seconds: Annotated[float, Field(gt=0, le=600)] = 2.0,
 ) -> Any:
+    """Move one VM's storage. The parameters are typed (mode is a choice, numbers have ranges):
+    the UI's Run form offers only valid values, and the server refuses a bad one at run
+    creation. The move is then checked like a plan entry, the same one-line error as the CLI,
+    before anything starts.
+
+    A sync flow on purpose: Secret blocks, artifacts and Prefect's cancel signal behave as
+    documented only there (an async body that blocks for hours gets none of them)."""
     cfg = load(config)
     request = MoveRequest(
         host=host,
         vm=vm,
         mode=mode,
-        destination=destination,  # type: ignore[arg-type]
+        destination=destination,
         virtual_machine_path=virtual_machine_path,
         snapshot_file_path=snapshot_file_path,
         smart_paging_file_path=smart_paging_file_path,
@@ -96,8 +109,17 @@ def run_move(
     keep = request.keep_source_until_verified
     keep = cfg.defaults.keep_source_until_verified if keep is None else keep
     with open_client(cfg, request.host) as client:
-        found = find_vm(client.inventory().vms, request.vm)
-        vm_id = found.id if found else request.vm
+        # the same checks, and the same one-line error, as a plan entry given to the CLI
+        known = {(r.vm_id.lower(), norm(r.destination)) for r in store.moves()}
+        (move,) = resolve(
+            Plan(moves=[request]),
+            cfg,
+            {client.name: client.inventory().vms},
+            "migrate-vm parameters",
+            known,
+        )
+        request = move.request
+        vm_id = move.vm.id
         record = store.open_move(
             host=client.name,
             vm_id=vm_id,
@@ -134,7 +156,13 @@ def run_move(
             _step_done(store, move_id, client.name, request.vm, vm_id, "prechecks")
             step = "copy"
             copied = copy_task(
-                client, store, move_id, request, retain_source=keep, poll_s=poll_seconds
+                client,
+                store,
+                move_id,
+                request,
+                retain_source=keep,
+                poll_s=poll_seconds,
+                silence_s=cfg.defaults.host_silence_minutes * 60,
             )
             _step_done(
                 store,
@@ -169,8 +197,13 @@ def run_move(
                 blocked=True,
                 reason=str(exc),
             )
-            return Failed(message=f"blocked by prechecks: {exc}")
+            # its own state, not a crash-red Failed: nothing was changed, the checks say why
+            return Cancelled(name="Blocked", message=f"blocked by prechecks: {exc}")
         except Exception as exc:
+            now = store.get(move_id)
+            if now.status == "cancelled":  # a cancel (the night's or this run's) stopped the job
+                _report(store, move_id)
+                return Cancelled(message=f"{request.vm}: {now.reason}")
             store.finish(move_id, "failed", f"{step}: {exc}")
             _report(store, move_id)
             emit(
@@ -220,71 +253,17 @@ def _step_done(
 
 
 def _report(store: Store, move_id: str) -> None:
-    """The markdown report at the end of a move: what was checked, moved, verified, removed."""
     r = store.get(move_id)
-    states = store.step_states(move_id)
-    lines = [
-        f"# Move of {r.vm_name} on {r.host}",
-        "",
-        f"**Status:** {r.status}" + (f" - {r.reason}" if r.reason else ""),
-        "",
-        f"Destination: `{r.destination}`  ",
-        f"Bytes: {r.bytes_total / 1024**3:,.1f} GiB  ",
-        f"Copy: {r.copy_seconds or 0:,.1f} s (estimated {r.estimated_seconds or 0:,.1f} s), "
-        f"ODX: {r.odx}  ",
-        "",
-        "| step | state |",
-        "|---|---|",
-    ]
-    lines += [f"| {s} | {states.get(s, 'not run')} |" for s in STEPS]
-    if r.precheck:
-        lines += ["", "## Prechecks", "", "| check | result | detail |", "|---|---|---|"]
-        lines += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in r.precheck["checks"]]
-    if r.verification:
-        lines += [
-            "",
-            "## Verification",
-            "",
-            "| disk | Test-VHD | same identity and size |",
-            "|---|---|---|",
-        ]
-        for d in r.verification["disks"]:
-            same = all((d.get("same") or {}).values()) if d.get("same") else "n/a"
-            lines.append(f"| `{d['path']}` | {d['test_vhd']} | {same} |")
-        lines.append(f"\nHeartbeat: {r.verification['heartbeat']}")
-    if r.cleanup:
-        lines += [
-            "",
-            "## Cleanup",
-            "",
-            f"Removed: {len(r.cleanup['removed'])} file(s), "
-            f"{len(r.cleanup['folders_removed'])} folder(s); kept: "
-            + (
-                ", ".join(f"`{k['path']}` ({k['reason']})" for k in r.cleanup["folders_kept"])
-                or "nothing"
-            ),
-        ]
-        if r.cleanup.get("kept"):
-            lines += [
-                "",
-                "Source files kept because a VM uses them, or might (see each reason):",
-                "",
-            ]
-            lines += [f"- `{k['path']}`: {k['reason']}" for k in r.cleanup["kept"]]
-        if r.cleanup.get("asked"):
-            lines.append(f"\nHosts asked before deleting: {', '.join(r.cleanup['asked'])}")
     create_markdown_artifact(
         key=artifact_key("move-report", r.host, r.vm_name),
-        markdown="\n".join(lines),
+        markdown=reports.move_markdown(r, store.step_states(move_id)),
         description=f"Move report of {r.vm_name} on {r.host}",
-        _sync=True,  # the flow is async: without it this returns an un-awaited coroutine
     )
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m flows.migrate_vm` for a quick manual run
-    import asyncio
     import sys
 
     import yaml
 
-    asyncio.run(migrate_vm(**yaml.safe_load(sys.argv[1])))
+    migrate_vm(**yaml.safe_load(sys.argv[1]))

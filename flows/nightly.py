@@ -1,28 +1,32 @@
-"""The nightly batch as a Prefect flow: plan the night, start each move (a migrate-vm subflow)
-as its slots free up, re-plan with actual durations as moves finish, start nothing the window can
-no longer fit, and optionally cancel a move that would overrun the hard end (the VM stays on its
-source). Ends with a markdown report: moved, deferred and failed, with reasons."""
+"""The nightly batch as a Prefect flow: plan the night, start each move (a migrate-vm run, see
+flows/fanout.py) as its slots free up, re-plan with actual durations as moves finish, start
+nothing the window can no longer fit, and optionally cancel a move that would overrun the hard
+end (the VM stays on its source). Ends with a markdown report, also when it crashes, and a
+state that tells the truth: Failed when a move failed, "Completed with N blocked" when moves
+waited, plain Completed only when every admitted move completed."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
-import threading
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.states import Cancelled, Completed, Failed, State
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from hvmove import batch, planner
+from flows.fanout import Handle, Launcher, launcher
+from hvmove import batch, planner, planning, reports
+from hvmove.cancel import OverrunGuard
 from hvmove.config import Config, load
-from hvmove.hyperv.client import HostClient, open_client
 from hvmove.models import PrecheckReport
 from hvmove.plans import ResolvedMove
 from hvmove.store import Store, record_as_dict
+from tasks.cancel import stop_night_on_cancel
 
 GiB = 1024**3
 
@@ -32,7 +36,7 @@ class InFlight:
     move: planner.PlannedMove
     started: datetime
     expected_finish: datetime
-    job: asyncio.Future[Any]
+    job: Handle
     cancel_requested: bool = False
     expected_p50: datetime | None = None
     rate: float | None = None  # planned P90 rate (bytes/s) with shared bandwidth
@@ -47,7 +51,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _subflow_kwargs(
+def _scheduled_start() -> datetime:
+    ctx = FlowRunContext.get()
+    start = ctx.flow_run.expected_start_time if ctx and ctx.flow_run else None
+    return start or _now()
+
+
+def night_name() -> str:
+    return batch.batch_id_for(_scheduled_start())
+
+
+def move_params(
     cfg: Config, move: ResolvedMove, batch_id: str, poll_seconds: float
 ) -> dict[str, Any]:
     req = move.request
@@ -69,116 +83,144 @@ def _subflow_kwargs(
     }
 
 
-def _run_subflow(kwargs: dict[str, Any]) -> Any:
-    """One move in its own thread and event loop: the steps block, so moves run side by side
-    only in threads."""
-    from flows.migrate_vm import migrate_vm
-
-    return asyncio.run(migrate_vm(**kwargs, return_state=True))
-
-
-def _in_thread(kwargs: dict[str, Any]) -> asyncio.Future[Any]:
-    """``_run_subflow`` in a thread of its own, with this flow's context copied (so the run is
-    this flow's subflow). Not asyncio.to_thread: its shared pool has min(32, CPUs + 4) threads,
-    so on a small worker the seventh move the plan starts would wait, unplanned, for a thread."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    ctx = contextvars.copy_context()
-
-    def work() -> None:
-        try:
-            result = ctx.run(_run_subflow, kwargs)
-        except BaseException as exc:  # handed to the awaiting flow, which records it
-            loop.call_soon_threadsafe(_settle, future, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
-
-    threading.Thread(target=work, name=f"move-{kwargs['vm']}", daemon=True).start()
-    return future
-
-
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
-
-
-@flow(name="nightly-migrations", flow_run_name="night of {plan}")
-async def nightly(
+@flow(
+    name="nightly-migrations",
+    flow_run_name=night_name,
+    task_runner=ThreadPoolTaskRunner(max_workers=64),
+    on_cancellation=[stop_night_on_cancel],
+)
+def nightly(
     plan: str,
     config: str = "hvmove.yaml",
     window: str | None = None,
-    timezone: str | None = None,
     cancel_overrun: bool = False,
     poll_seconds: float = 5.0,
     batch_id: str | None = None,
     margin_minutes: float | None = None,
-) -> dict[str, Any]:
-    """PLAN is a plan file; WINDOW 'HH:MM-HH:MM' in TIMEZONE (defaults from the config), or
-    'now' for a window that starts now and lasts a day; no move is planned to end (at P90)
-    later than MARGIN_MINUTES before the window's end."""
+    move_deployment: str | None = None,
+) -> State:
+    """PLAN is a plan file; WINDOW 'HH:MM-HH:MM' in the config's time zone (default: the
+    config's window), or 'now' / 'now+MINUTES'; no move is planned to end (at P90) later than
+    MARGIN_MINUTES before the window's end. MOVE_DEPLOYMENT (e.g. 'migrate-vm/migrate-vm') runs
+    each move as a run of that deployment, on any worker of its pool; empty: inside this run."""
     log = get_run_logger()
     cfg = load(config)
     store = Store(cfg.store_url())
-    d = cfg.defaults
-    batch_id = batch_id or _now().strftime("night-%Y%m%dT%H%M")
-    margin = timedelta(
-        minutes=d.window_margin_minutes if margin_minutes is None else margin_minutes
+    scheduled = _scheduled_start()
+    batch_id = batch_id or batch.batch_id_for(scheduled)
+    late = _too_late(cfg, window, scheduled, margin_minutes)
+    if late:
+        log.warning(late)
+        return Cancelled(name="Skipped", message=late)
+    launch = launcher(move_deployment, cfg)
+    night = planning.prepare(
+        cfg,
+        plan,
+        store,
+        now=_now(),
+        window_text=window,
+        margin_minutes=margin_minutes,
+        prechecks=precheck_task,
+        window_at=scheduled,
     )
-    win = batch.any_window(window or d.window, _now(), timezone or d.timezone, margin)
-    moves, inventories = batch.load_and_resolve(cfg, plan, store)
-    reports = precheck_task(cfg, moves, store)
-    inputs = batch.night_inputs(cfg, moves, reports, inventories, store)
-    assert inputs.limits is not None
+    inputs, win = night.inputs, night.window
     log.info(
-        "window %s - %s (%s); %d moves to plan, %d blocked, %d already done",
+        "batch %s, window %s - %s (%s); %d moves to plan, %d blocked, %d already done",
+        batch_id,
         win.start.isoformat(timespec="minutes"),
         win.end.isoformat(timespec="minutes"),
-        timezone or d.timezone,
+        night.zone,
         len(inputs.moves),
         len(inputs.blocked),
         len(inputs.already_done),
     )
-    pending = {m.id: m for m in inputs.moves}
-    flying: dict[str, InFlight] = {}
-    consumed: dict[str, int] = {}  # destination bytes taken by finished moves
+    _publish_plan(night.schedule)
     results: dict[str, dict[str, Any]] = {}
     deferred: dict[str, str] = {}
-    clients: dict[str, HostClient] = {}
-    first_plan: planner.Schedule | None = None
+    error: str | None = None
+    try:
+        _run_night(
+            cfg, store, night, launch, batch_id, poll_seconds, cancel_overrun, results, deferred
+        )
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:  # a crash mid-night still leaves the night's report
+        summary = _summary(night, results, deferred, error)
+        create_markdown_artifact(
+            key="nightly-report",
+            markdown=reports.night_markdown(summary, batch_id),
+            description=f"Night {batch_id}",
+        )
+    verdict = reports.night_verdict(summary)
+    if verdict.kind == "failed":
+        return Failed(name=verdict.name, message=verdict.message, data=summary)
+    return Completed(name=verdict.name, message=verdict.message, data=summary)
+
+
+def _too_late(
+    cfg: Config, window: str | None, scheduled: datetime, margin_minutes: float | None
+) -> str | None:
+    """A night that starts after its window closed (a worker was down) is skipped with a
+    reason, rather than waiting, while Running, for the next window."""
+    if window and window.startswith("now"):
+        return None
+    win = planning.window(cfg, window, scheduled, margin_minutes)
+    now = _now()
+    if now < win.last_finish:
+        return None
+    return (
+        f"skipped: started {now.isoformat(timespec='minutes')}, after the window it was "
+        f"scheduled for ({win.start.isoformat(timespec='minutes')} - "
+        f"{win.end.isoformat(timespec='minutes')}, {cfg.defaults.timezone}) closed; the next "
+        "scheduled night takes the plan"
+    )
+
+
+def _run_night(
+    cfg: Config,
+    store: Store,
+    night: planning.Night,
+    launch: Launcher,
+    batch_id: str,
+    poll_seconds: float,
+    cancel_overrun: bool,
+    results: dict[str, dict[str, Any]],
+    deferred: dict[str, str],
+) -> None:
+    log = get_run_logger()
+    inputs, win = night.inputs, night.window
     for mid in inputs.finish_only:  # verify and clean up what a dead run switched already
-        kwargs = _subflow_kwargs(cfg, inputs.by_id[mid], batch_id, poll_seconds)
-        job = _in_thread(kwargs)
-        await asyncio.wait([job])
+        job = launch.start(move_params(cfg, inputs.by_id[mid], batch_id, poll_seconds))
+        while not job.done():
+            time.sleep(0.2)
         results[mid] = _outcome(store, inputs.by_id[mid], job)
         log.info(
-            "%s: finished the steps a previous run left: %s",
+            "%s: finished what a previous run left: %s",
             inputs.by_id[mid].vm.name,
             results[mid]["status"],
         )
+    pending = {m.id: m for m in inputs.moves}
+    flying: dict[str, InFlight] = {}
+    consumed: dict[str, int] = {}  # destination bytes taken by finished moves
+    guard = OverrunGuard(cfg)
     try:
         while pending or flying:
             now = _now()
             sched = planner.plan(
                 list(pending.values()),
                 _volumes(inputs.volumes, consumed),
-                inputs.limits,
+                night.limits,
                 win,
                 now,
-                running=[_running(f, now) for f in flying.values()],
+                running=[_running(f) for f in flying.values()],
                 bandwidth=inputs.bandwidth,
             )
-            if first_plan is None:
-                first_plan = sched
-                _publish_plan(sched)
-            deferred = {m.id: m.detail for m in sched.deferred}
+            deferred.clear()
+            deferred.update({m.id: m.detail for m in sched.deferred})
             for due in sched.due(now):
                 move = pending.pop(due.id)
-                kwargs = _subflow_kwargs(cfg, inputs.by_id[due.id], batch_id, poll_seconds)
-                job = _in_thread(kwargs)
+                job = launch.start(move_params(cfg, inputs.by_id[due.id], batch_id, poll_seconds))
                 flying[due.id] = InFlight(
                     move, now, due.finish_p90, job, expected_p50=due.finish_p50, rate=due.rate_p90
                 )
@@ -193,30 +235,32 @@ async def nightly(
                 if not sched.admitted:
                     break  # nothing running and nothing more fits: the rest waits for another night
                 wait = (min(m.start for m in sched.admitted) - now).total_seconds()
-                await asyncio.sleep(max(0.5, min(wait, 60)))
+                time.sleep(max(0.5, min(wait, 60)))
                 continue
-            done, _ = await asyncio.wait(
-                [f.job for f in flying.values()],
-                timeout=poll_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            for mid in [k for k, f in flying.items() if f.job in done]:
+            _wait_any([f.job for f in flying.values()], poll_seconds)
+            for mid in [k for k, f in flying.items() if f.job.done()]:
                 finished = flying.pop(mid)
-                results[mid] = _finish(store, inputs.by_id[mid], finished, consumed)
+                results[mid] = _outcome(store, inputs.by_id[mid], finished.job)
+                results[mid].update(_planned(finished))
+                if results[mid]["status"] == "completed":
+                    key = finished.move.destination_volume
+                    consumed[key] = consumed.get(key, 0) + finished.move.reservation
                 _learn(pending, inputs, store)
                 log.info(
                     "%s on %s: %s", finished.move.vm, finished.move.host, results[mid]["status"]
                 )
             if cancel_overrun:
-                _cancel_overruns(cfg, clients, flying, inputs, win, log)
+                _cancel_overruns(guard, flying, inputs, win)
     finally:
-        for c in clients.values():
-            c.close()
+        guard.close()
     for mid in pending:
         deferred.setdefault(mid, "not started: the window could not fit it")
-    summary = _summary(inputs, results, deferred, first_plan, win)
-    _publish_report(summary, batch_id)
-    return summary
+
+
+def _wait_any(jobs: list[Handle], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not any(j.done() for j in jobs):
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
 def _volumes(
@@ -230,7 +274,7 @@ def _volumes(
     ]
 
 
-def _running(f: InFlight, now: datetime) -> planner.RunningMove:
+def _running(f: InFlight) -> planner.RunningMove:
     return planner.RunningMove(
         id=f.move.id,
         host=f.move.host,
@@ -244,34 +288,27 @@ def _running(f: InFlight, now: datetime) -> planner.RunningMove:
     )
 
 
-def _outcome(store: Store, move: ResolvedMove, job: asyncio.Future[Any]) -> dict[str, Any]:
+def _planned(f: InFlight) -> dict[str, Any]:
+    """What the plan expected of a move (seconds from its start), for the ETA accuracy."""
+    return {
+        "planned_p50_s": (f.expected_p50 - f.started).total_seconds() if f.expected_p50 else None,
+        "planned_p90_s": (f.expected_finish - f.started).total_seconds(),
+        "planned_finish_p90": f.expected_finish.isoformat(),
+    }
+
+
+def _outcome(store: Store, move: ResolvedMove, job: Handle) -> dict[str, Any]:
     """The move's row from the store (its record says which step it reached)."""
-    try:
-        state = job.result()
-        message = state.message if state is not None else ""
-    except Exception as exc:  # the subflow raised: the record has the step and reason
-        message = str(exc)
+    message = job.message()
     record = store.latest(move.request.host, move.vm.id)
     row = (
         record_as_dict(record, store.step_states(record.id))
         if record
         else {"vm": move.vm.name, "host": move.request.host, "status": "failed", "reason": message}
     )
+    if row["status"] in ("pending", "running"):  # the run ended but never recorded an end
+        row["status"], row["reason"] = "failed", message or "the move's run ended unrecorded"
     row["message"] = message
-    return row
-
-
-def _finish(
-    store: Store, move: ResolvedMove, f: InFlight, consumed: dict[str, int]
-) -> dict[str, Any]:
-    row = _outcome(store, move, f.job)
-    # what the plan expected, for the night's report of ETA accuracy (seconds from the start)
-    row["planned_p50_s"] = (f.expected_p50 - f.started).total_seconds() if f.expected_p50 else None
-    row["planned_p90_s"] = (f.expected_finish - f.started).total_seconds()
-    row["planned_finish_p90"] = f.expected_finish.isoformat()
-    if row["status"] == "completed":
-        key = f.move.destination_volume
-        consumed[key] = consumed.get(key, 0) + f.move.reservation
     return row
 
 
@@ -279,90 +316,60 @@ def _learn(
     pending: dict[str, planner.PlannedMove], inputs: batch.NightInputs, store: Store
 ) -> None:
     """Re-plan with what the night showed: the moves still waiting get their rates re-learned
-    from the store, which now holds the copies that just finished (hvmove.learning)."""
+    from the store, which now holds the copies that just finished, with the concurrency of each
+    of their samples (hvmove.learning)."""
     inputs.moves = list(pending.values())
     batch.relearn(inputs, store)
     pending.update({m.id: m for m in inputs.moves})
 
 
 def _cancel_overruns(
-    cfg: Config,
-    clients: dict[str, HostClient],
-    flying: dict[str, InFlight],
-    inputs: batch.NightInputs,
-    win: planner.Window,
-    log: Any,
+    guard: OverrunGuard, flying: dict[str, InFlight], inputs: batch.NightInputs, win: planner.Window
 ) -> None:
-    """Stop a move whose own progress says it ends after the hard window end: Hyper-V then
-    leaves the VM on its source and removes the partial destination."""
+    log = get_run_logger()
     now = _now()
     for f in flying.values():
         if f.cancel_requested:
             continue
-        host = f.move.host
-        client = clients.get(host)
-        if client is None:
-            client = clients[host] = open_client(cfg, host)
-        vm_id = inputs.by_id[f.move.id].vm.id
-        with contextlib.suppress(Exception):
-            job = client.move_status(vm_id).job
-            if job is None or not job.running or job.percent_complete <= 0:
-                continue
-            left = job.elapsed_seconds * (100 - job.percent_complete) / job.percent_complete
-            if now + timedelta(seconds=left) > win.end:
-                client.stop_move(vm_id)
-                f.cancel_requested = True
-                log.warning(
-                    "cancelled %s on %s: %d%% done, would end %s after the window",
-                    f.move.vm,
-                    host,
-                    job.percent_complete,
-                    (now + timedelta(seconds=left)).isoformat(timespec="seconds"),
-                )
+        try:
+            line = guard.check(f.move.host, inputs.by_id[f.move.id].vm.id, f.move.vm, win.end, now)
+        except Exception as exc:  # said, not swallowed: the move may run past the window
+            log.error(
+                "could not check or stop %s on %s for the window's end: %s",
+                f.move.vm,
+                f.move.host,
+                exc,
+            )
+            continue
+        if line:
+            f.cancel_requested = True
+            log.warning(line)
 
 
 def _summary(
-    inputs: batch.NightInputs,
+    night: planning.Night,
     results: dict[str, dict[str, Any]],
     deferred: dict[str, str],
-    first: planner.Schedule | None,
-    win: planner.Window,
+    error: str | None,
 ) -> dict[str, Any]:
-    moved = [r for r in results.values() if r["status"] == "completed"]
-    failed = [r for r in results.values() if r["status"] != "completed"]
-    seconds = sum(r["copy_seconds"] or 0 for r in moved)
-    total = sum(r["bytes"] or 0 for r in moved)
-    return {
-        "window": [win.start.isoformat(), win.end.isoformat()],
-        "moved": [
-            {
-                "vm": r["vm"],
-                "host": r["host"],
-                "bytes": r["bytes"],
-                "seconds": r["copy_seconds"],
-                "planned_p50_s": r.get("planned_p50_s"),
-                "planned_p90_s": r.get("planned_p90_s"),
-                "planned_finish_p90": r.get("planned_finish_p90"),
-            }
-            for r in moved
-        ],
-        "failed": [
-            {"vm": r["vm"], "host": r["host"], "reason": r.get("reason") or r.get("message", "")}
-            for r in failed
-        ],
-        "deferred": [
-            {"vm": inputs.by_id[m].vm.name, "host": inputs.by_id[m].request.host, "reason": why}
-            for m, why in deferred.items()
-        ],
-        "blocked": [
-            {"vm": inputs.by_id[m].vm.name, "host": inputs.by_id[m].request.host, "reason": why}
-            for m, why in inputs.blocked.items()
-        ],
-        "already_done": [inputs.by_id[m].vm.name for m in inputs.already_done],
-        "bytes": total,
-        "mean_mbps": round(total / seconds / 1e6, 1) if seconds else None,
-        "planned_makespan_s": round(first.makespan_seconds, 1) if first else None,
-    }
+    by_id = night.inputs.by_id
+
+    def named(items: dict[str, str]) -> list[dict[str, str]]:
+        return [
+            {"vm": by_id[m].vm.name, "host": by_id[m].request.host, "reason": why}
+            for m, why in items.items()
+        ]
+
+    first = night.schedule
+    return reports.night_summary(
+        window=(night.window.start.isoformat(), night.window.end.isoformat()),
+        results=list(results.values()),
+        deferred=named(deferred),
+        blocked=named(night.inputs.blocked),
+        already_done=[by_id[m].vm.name for m in night.inputs.already_done],
+        planned_makespan_s=round(first.makespan_seconds, 1) if first else None,
+        error=error,
+    )
 
 
 def _publish_plan(s: planner.Schedule) -> None:
@@ -388,35 +395,4 @@ def _publish_plan(s: planner.Schedule) -> None:
         }
         for m in s.deferred
     ]
-    create_table_artifact(
-        key="nightly-plan", table=rows, description="The night's schedule", _sync=True
-    )
-
-
-def _publish_report(summary: dict[str, Any], batch_id: str) -> None:
-    lines = [
-        f"# Night {batch_id}",
-        "",
-        f"Window {summary['window'][0]} - {summary['window'][1]}  ",
-        f"Moved {len(summary['moved'])} VM(s), {summary['bytes'] / GiB:,.1f} GiB, mean "
-        f"{summary['mean_mbps'] or 0:,.0f} MB/s",
-        "",
-    ]
-    for title, key in (
-        ("Moved", "moved"),
-        ("Deferred", "deferred"),
-        ("Blocked", "blocked"),
-        ("Failed", "failed"),
-    ):
-        lines += [f"## {title} ({len(summary[key])})", ""]
-        for item in summary[key]:
-            extra = (
-                f"{(item.get('bytes') or 0) / GiB:,.1f} GiB in {item.get('seconds') or 0:,.0f} s"
-                if key == "moved"
-                else item.get("reason", "")
-            )
-            lines.append(f"- **{item['vm']}** on {item['host']}: {extra}")
-        lines.append("")
-    create_markdown_artifact(
-        key="nightly-report", markdown="\n".join(lines), description=f"Night {batch_id}", _sync=True
-    )
+    create_table_artifact(key="nightly-plan", table=rows, description="The night's schedule")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hvmove import planner, prechecks
@@ -14,7 +14,7 @@ from hvmove.errors import ConfigError
 from hvmove.inventory import HostInventory
 from hvmove.models import MoveRequest, PrecheckReport
 from hvmove.plans import ResolvedMove
-from hvmove.prechecks import volume_key
+from hvmove.prechecks import key_of
 from hvmove.store import OPEN_STATES, Store
 
 # without history or a probe, assume a plain host copy at this rate (bytes/s)
@@ -35,15 +35,25 @@ def parse_window(
         a, b = (time.fromisoformat(part.strip().zfill(5)) for part in text.split("-"))
     except ValueError:
         raise ConfigError(f"window {text!r}: expected HH:MM-HH:MM, e.g. 22:00-05:00") from None
-    local = now.astimezone(zone)
-    for day in (local.date() - timedelta(days=1), local.date(), local.date() + timedelta(days=1)):
+    today = now.astimezone(zone).date()
+    for day in (today - timedelta(days=1), today, today + timedelta(days=1)):
+        # the admin's wall-clock times, compared and subtracted in UTC: datetimes of one zone
+        # are compared as wall-clock times, an hour off on a daylight-saving night
         start = datetime.combine(day, a, zone)
         end = datetime.combine(day + timedelta(days=1 if b <= a else 0), b, zone)
-        if local < end:
-            if end - margin <= max(start, local):
+        if now.astimezone(UTC) < end.astimezone(UTC):
+            if end.astimezone(UTC) - margin <= max(start, now).astimezone(UTC):
                 continue  # what is left of this one cannot hold any move
             return planner.Window(start=start, end=end, margin=margin)
     raise ConfigError(f"window {text!r}: no usable occurrence")  # pragma: no cover
+
+
+def batch_id_for(scheduled_start: datetime) -> str:
+    """A night's batch id from its run's scheduled start (UTC), so that a retried or restarted
+    night is the same batch, and a cancel hook finds its moves."""
+    from datetime import UTC
+
+    return scheduled_start.astimezone(UTC).strftime("night-%Y%m%dT%H%M")
 
 
 @dataclass
@@ -131,7 +141,7 @@ def night_inputs(
     headroom = cfg.defaults.headroom_percent
     for inv in inventories:
         for vol in inv.volumes:
-            key = volume_key(inv.name, vol)
+            key = key_of(inv.name, vol, inv.facts.cluster_name if inv.facts else None)
             if key in seen or vol.capacity <= 0:
                 continue
             seen.add(key)
@@ -192,9 +202,9 @@ def any_window(text: str | None, now: datetime, tz: str, margin: timedelta) -> p
             minutes = float(text[4:])
         except ValueError:
             raise ConfigError(f"window {text!r}: expected now+MINUTES, e.g. now+90") from None
-        end = now + timedelta(minutes=minutes)
+        end = now.astimezone(UTC) + timedelta(minutes=minutes)
     elif not text or text == "now":
-        end = now + timedelta(days=1)
+        end = now.astimezone(UTC) + timedelta(days=1)
     else:
         return parse_window(text, now, tz, margin)
     if end - margin <= now:
@@ -297,4 +307,7 @@ def options_for(cfg: Config, request: MoveRequest) -> prechecks.Options:
         headroom_percent=d.headroom_percent if headroom is None else headroom,
         probe_mib=request.probe_mib or d.probe_mib,
         allow_checkpoints=d.allow_checkpoints,
+        keep_source=d.keep_source_until_verified
+        if request.keep_source_until_verified is None
+        else request.keep_source_until_verified,
     )

@@ -52,6 +52,9 @@ class HostConfig(Strict):
     max_storage_migrations: int | None = Field(
         None, ge=1, description="cap below the host's own MaximumStorageMigrations"
     )
+    # SMB shares this host must reach (destinations, golden images): `hvmove doctor` checks that
+    # its remote session can, which needs Kerberos delegation (the double hop)
+    shares: list[str] = []
 
     @model_validator(mode="after")
     def _safe_transport(self) -> HostConfig:
@@ -94,10 +97,31 @@ class Defaults(Strict):
     window: str = Field("22:00-05:00", pattern=r"^\d{1,2}:\d{2}-\d{1,2}:\d{2}$")
     timezone: str = "UTC"
     window_margin_minutes: float = Field(15, ge=0, le=600)
+    # a host silent this long while a move is followed fails the copy step (transient: a rerun
+    # attaches to the job), instead of holding the night for ever
+    host_silence_minutes: float = Field(15, gt=0, le=1440)
 
 
 class StoreConfig(Strict):
     url: str = "sqlite:///hvmove.db"
+
+
+class NotificationsConfig(Strict):
+    """Where hvmove's automations send their notices, and when a silence is worth one. The block
+    is any Prefect notification block (Slack, Microsoft Teams, e-mail, custom webhook...), named
+    'BLOCK-TYPE-SLUG/NAME' or just 'NAME' when only one notification block has that name."""
+
+    block: str = Field(min_length=1, pattern=r"^[^/]+(/[^/]+)?$")
+    # Proactive automations cannot wait less than 10 s (Prefect's own minimum)
+    silence_minutes: float = Field(30, ge=1 / 6, description="no progress event this long")
+    nightly_missed_hours: float = Field(25, ge=1 / 360, description="no nightly run this long")
+    # keep it well above PREFECT_FLOWS_HEARTBEAT_FREQUENCY (180 s by default), or live runs
+    # between two heartbeats are marked Crashed
+    zombie_minutes: float = Field(10, ge=1 / 6, description="no flow-run heartbeat this long")
+    approval_reminder_hours: float = Field(
+        4, ge=1 / 360, description="remind while cleanup approvals wait this long"
+    )
+    nightly_deployment: str = "nightly-migrations/nightly"
 
 
 class LabRef(Strict):
@@ -108,6 +132,7 @@ class Config(Strict):
     hosts: list[HostConfig] = Field(min_length=1)
     defaults: Defaults = Defaults()
     store: StoreConfig = StoreConfig()
+    notifications: NotificationsConfig | None = None
     lab: LabRef | None = None
 
     # set by load(); not part of the file

@@ -33,13 +33,26 @@ def resolve(ref: CredentialRef, *, base_dir: Path | None = None, host: str = "")
     except ImportError as exc:  # pragma: no cover - prefect is a dependency
         raise ConfigError(f"{where}Prefect is needed to read Secret blocks: {exc}") from None
     try:
-        secret = Secret.load(ref.secret_block)
+        # _sync=True: Block.load is dispatched on the caller's context, and under an async flow
+        # (or any running event loop) it returns an un-awaited coroutine; this function is
+        # called from flows, tasks and plain threads alike, so it always asks for the sync path
+        # (the maintainers' answer in PrefectHQ/prefect#14712)
+        value = Secret.load(ref.secret_block, _sync=True).get()
     except Exception as exc:
         raise ConfigError(
-            f"{where}cannot load Prefect Secret block {ref.secret_block!r} ({type(exc).__name__}); "
-            "create it with: prefect block create secret (or in the UI), and check PREFECT_API_URL"
+            f"{where}cannot load Prefect Secret block {ref.secret_block!r} ({_why(exc)}); "
+            "create it with `prefect block create secret` or in the UI (Blocks > Secret), and "
+            "check that PREFECT_API_URL names the server that holds it"
         ) from None
-    return SecretStr(str(secret.get()))
+    return SecretStr(str(value))
+
+
+def _why(exc: Exception) -> str:
+    """The reason without the value: a missing block says so, anything else by its type."""
+    text = str(exc)
+    if isinstance(exc, ValueError) and "Unable to find block document" in text:
+        return "no such block on the Prefect server"
+    return type(exc).__name__
 
 
 def read_env_file(path: Path) -> dict[str, str]:

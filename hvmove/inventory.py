@@ -27,7 +27,7 @@ def collect_host(client: HostClient) -> HostInventory:
     # every volume of the host (empty -Path), plus the volumes (SMB shares) its VMs live on
     paths = sorted(
         {vm.configuration_location for vm in inv.vms}
-        | {d.path for vm in inv.vms for d in vm.drives if d.path and not d.disk_number}
+        | {d.path for vm in inv.vms for d in vm.drives if d.path and d.disk_number is None}
     )
     seen: dict[str, models.VolumeInfo] = {}
     for vol in client.volumes([]).volumes + (client.volumes(paths).volumes if paths else []):

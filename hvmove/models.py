@@ -33,6 +33,7 @@ JobStateName = Literal[
     "Unknown",
 ]
 MoveMode = Literal["all", "components", "vhds"]
+MovePath = Literal["wmi", "move-vmstorage"]
 VolumeKind = Literal["local", "csv", "smb"]
 
 
@@ -48,6 +49,9 @@ class HostFacts(Model):
     # every node of the failover cluster, this one included; empty when not clustered
     cluster_nodes: list[str] = []
     running_storage_moves: int = 0
+    # the WMI storage migration can keep every source copy (AvoidRemovingVHDs exists here)
+    keep_source_supported: bool = False
+    keep_source_detail: str = ""  # why not, when it cannot
 
 
 # --- Get-VMInventory.ps1 -------------------------------------------------------------------------
@@ -87,6 +91,7 @@ class VMInfo(Model):
     id: str
     name: str
     state: VMStateName
+    critical: bool = False  # Hyper-V said <State>Critical: health not OK (e.g. storage low)
     path: str
     configuration_location: str
     snapshot_file_location: str
@@ -184,6 +189,9 @@ class MoveStart(Model):
     job: MoveJob | None = None
     message: str = ""
     warnings: list[str] = []
+    # how it was started: "wmi" (MigrateVirtualSystemToHost with AvoidRemovingVHDs: the source
+    # stays until hvmove deletes it) or "move-vmstorage" (Hyper-V deletes moved disks' source)
+    method: MovePath | None = None
 
 
 class MoveStatus(Model):
@@ -204,6 +212,7 @@ class VMPaths(Model):
     id: str
     name: str
     state: VMStateName
+    critical: bool = False
     configuration_location: str
     snapshot_file_location: str
     smart_paging_file_path: str
@@ -319,6 +328,9 @@ class PrecheckReport(Model):
     mbps: float | None = None
     eta_seconds: float | None = None
     already_done: bool = False  # every component already lives at the destination
+    # how the move starts: "wmi" keeps every source copy until cleanup, "move-vmstorage" lets
+    # Hyper-V delete the moved disks' source at the switch
+    move_path: MovePath | None = None
 
     @property
     def ok(self) -> bool:

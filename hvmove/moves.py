@@ -36,6 +36,15 @@ def start_or_attach(
     raise last
 
 
+# How long a host may stay silent while a move is followed, unless the config says otherwise.
+DEFAULT_SILENCE_S = 15 * 60.0
+
+
+class HostSilent(TransientError):
+    """The host has not answered for longer than the follow bound: the copy step fails as
+    transient, and the job id stays in the store so that a rerun attaches to the job."""
+
+
 def follow(
     client: HostClient,
     vm_id: str,
@@ -43,22 +52,35 @@ def follow(
     poll_s: float = 2.0,
     on_progress: Callable[[models.MoveJob], None] | None = None,
     timeout_s: float | None = None,
+    silence_s: float = DEFAULT_SILENCE_S,
 ) -> models.MoveJob | None:
-    """Poll Msvm_MigrationJob until the VM's job ends. None when no job is visible at all (it
-    finished longer ago than TimeBeforeRemoval): the caller reads the outcome from the VM's
-    paths."""
+    """Poll Msvm_MigrationJob until the VM's job ends. None when no job is visible any more: it
+    finished longer ago than TimeBeforeRemoval, or the host rebooted or VMMS restarted (jobs
+    do not survive either), so the caller reads the outcome from the VM's paths. A host that
+    does not answer for ``silence_s`` raises HostSilent; ``timeout_s`` ends the wait with the
+    job as last seen even while the host answers."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    last: models.MoveJob | None = None
+    heard = time.monotonic()
     while True:
         try:
             job = client.move_status(vm_id).job
-        except TransientError:
+        except TransientError as exc:
             # a blip says nothing about the job: ask again from a fresh call, never conclude
-            # "no job" (that would read as a finished or vanished move)
-            time.sleep(poll_s)
+            # "no job" (that would read as a finished or vanished move); but not for ever
+            silent = time.monotonic() - heard
+            if silent >= silence_s:
+                raise HostSilent(
+                    client.name,
+                    "following the move",
+                    f"host {client.name} has not answered for {silent:,.0f} s while the move of "
+                    f"VM {vm_id} was followed (last error: {exc.detail}); the job id is kept, a "
+                    "rerun attaches to the job or reads the outcome from the VM",
+                ) from exc
+            time.sleep(max(0.0, min(poll_s, silence_s - silent)))
             continue
+        heard = time.monotonic()
         if job is None:
-            return last
+            return None
         if on_progress is not None:
             on_progress(job)
         if not job.running:
@@ -66,7 +88,6 @@ def follow(
         if deadline is not None and time.monotonic() > deadline:
             return job
         time.sleep(_next_poll(job, poll_s))
-        last = job
 
 
 def _next_poll(job: models.MoveJob, poll_s: float) -> float:

@@ -17,10 +17,10 @@ from hvmove import models, prechecks, shared_storage
 from hvmove.config import HostConfig
 from hvmove.errors import HvmoveError
 from hvmove.hyperv.client import HostClient
-from hvmove.hyperv.errors import HostBusy, MaybeRanError
+from hvmove.hyperv.errors import HostBusy, MaybeRanError, TransientError
 from hvmove.layout import layout, norm, source_folders
 from hvmove.models import MoveRequest, PathReferences, PrecheckReport, VMInfo
-from hvmove.moves import follow, start_or_attach
+from hvmove.moves import DEFAULT_SILENCE_S, follow, start_or_attach
 from hvmove.store import Store
 
 
@@ -100,7 +100,12 @@ def run_copy(
     poll_s: float = 2.0,
     on_progress: Callable[[Progress], None] | None = None,
     slot_wait_s: float = 3600.0,
+    silence_s: float = DEFAULT_SILENCE_S,
+    appear_wait_s: float = 120.0,
 ) -> dict[str, Any]:
+    """retain_source is keep_source_until_verified: start through WMI with AvoidRemovingVHDs
+    (every source copy stays for cleanup to delete after verification), else Move-VMStorage
+    (Hyper-V deletes the moved disks' source at the switch)."""
     record = store.get(move_id)
     vm_id = record.vm_id
     status = client.move_status(vm_id)
@@ -122,9 +127,16 @@ def run_copy(
         start = _start_waiting_for_slot(client, vm_id, request, retain_source, slot_wait_s)
         if start.status == "already_at_destination":
             return {"skipped": True, "reason": start.message, "bytes": record.bytes_total}
-        assert start.job is not None
-        job_id = start.job.job_id
         started_here = start.status == "started"
+        if start.job is None:
+            # "started" with no Msvm_MigrationJob yet (Hyper-V was slow to create it): the
+            # outcome is unknown, so look again rather than assume either way
+            appeared = _await_job(client, vm_id, appear_wait_s, poll_s)
+            if appeared is None:
+                return _outcome_without_job(client, record, request, started_here, start.message)
+            job_id = appeared.job_id
+        else:
+            job_id = start.job.job_id
         store.update(move_id, job_id=job_id)
     total = record.bytes_total or 0
     t0 = time.monotonic()
@@ -147,13 +159,16 @@ def run_copy(
         if on_progress is not None:
             on_progress(Progress(job.percent_complete, done, mbps, eta, job.job_state))
 
-    job = follow(client, vm_id, poll_s=poll_s, on_progress=progress)
+    job = follow(client, vm_id, poll_s=poll_s, on_progress=progress, silence_s=silence_s)
     if job is None or (job.job_id != job_id and not job.running):
-        # the job is gone (TimeBeforeRemoval): the VM's paths tell the outcome
+        # the job is gone: it ended longer ago than TimeBeforeRemoval, or the host rebooted or
+        # VMMS restarted (jobs survive neither). The VM's paths tell the outcome.
         remaining = layout(request, _vm(client, vm_id))
         if remaining.vhds or remaining.configuration:
             raise StepFailed(
-                "the move's job vanished and the VM is still on its source; run the move again"
+                "the move's job vanished (host restarted, or the Hyper-V management service) "
+                "and the VM is still on its source; run the move again: it removes this "
+                "attempt's partial files first"
             )
         return {
             "skipped": False,
@@ -164,9 +179,13 @@ def run_copy(
         }
     if not job.succeeded:
         reason = job.error_description or "no reason given"
+        # AvoidRemovingVHDs also keeps a failed move's partial destination ("VHDs on the
+        # destination in failure"): hvmove removes its own files (never one a VM references)
+        # (only for a job that ended: the last sight of a running job that vanished says nothing)
+        leftovers = "" if job.running else _remove_own_leftovers(client, store.get(move_id))
         raise StepFailed(
-            f"Move-VMStorage ended {job.job_state}: {reason} "
-            f"(error {job.error_code:#x}); the VM stays on its source"
+            f"the storage migration ended {job.job_state}: {reason} "
+            f"(error {job.error_code:#x}); the VM stays on its source{leftovers}"
         )
     seconds = job.elapsed_seconds or (time.monotonic() - t0)
     store.update(move_id, copy_seconds=seconds)
@@ -197,7 +216,7 @@ def _start_waiting_for_slot(
                 snapshot_file_path=request.snapshot_file_path or "",
                 smart_paging_file_path=request.smart_paging_file_path or "",
                 vhds=[(v.source, v.destination) for v in request.vhds],
-                retain_source=retain,
+                keep_source=retain,
             )
         except HostBusy:
             if time.monotonic() > deadline:
@@ -206,15 +225,62 @@ def _start_waiting_for_slot(
             delay = min(delay * 1.5, 30.0)
 
 
-def _remove_own_leftovers(client: HostClient, record: Any) -> None:
-    """An earlier attempt of this move died with the host (no job, VM on its source): its partial
-    destination files are ours. The script refuses any file a VM references."""
+def _remove_own_leftovers(client: HostClient, record: Any) -> str:
+    """Partial destination files of this move's failed or dead attempt are ours: remove them.
+    The script refuses any file a VM references. Returns a note for the step's message."""
     planned = [d for d in (record.before or {}).get("vhds", {}).values()]
     if not planned:
-        return
-    existing = [d.path for d in client.vhd_facts(planned).disks if d.exists]
-    if existing:
-        client.remove_files(existing, [])
+        return ""
+    try:
+        existing = [d.path for d in client.vhd_facts(planned).disks if d.exists]
+        if not existing:
+            return ""
+        report = client.remove_files(existing, [])
+    except TransientError as exc:
+        return f"; its partial destination could not be removed now ({exc.detail})"
+    note = f"; its partial destination was removed ({len(report.removed)} file(s))"
+    if report.refused:
+        note += "; kept: " + ", ".join(f"{r.path} ({r.reason})" for r in report.refused)
+    return note
+
+
+def _await_job(
+    client: HostClient, vm_id: str, wait_s: float, poll_s: float
+) -> models.MoveJob | None:
+    """The VM's migration job, once Hyper-V shows it; None when none appeared in time."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            job = client.move_status(vm_id).job
+        except TransientError:
+            job = None
+        if job is not None:
+            return job
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(poll_s)
+
+
+def _outcome_without_job(
+    client: HostClient, record: Any, request: MoveRequest, started_here: bool, message: str
+) -> dict[str, Any]:
+    """No job was ever seen: the VM's paths tell whether the move happened; if not, the outcome
+    is unknown and the step fails so that a retry looks at the host again (and attaches to a job
+    that appeared meanwhile, never starting a second one)."""
+    remaining = layout(request, _vm(client, record.vm_id))
+    if remaining.vhds or remaining.configuration or remaining.snapshot or remaining.smart_paging:
+        raise StepFailed(
+            "the storage migration was reported started but no migration job appeared and the "
+            f"VM is still on its source ({message or 'no detail'}); the outcome is unknown: "
+            "run the copy again, it looks at the host before it acts"
+        )
+    return {
+        "skipped": False,
+        "job_state": "Completed",
+        "bytes": record.bytes_total,
+        "seconds": record.copy_seconds,
+        "started_here": started_here,
+    }
 
 
 # -- 3. cutover -----------------------------------------------------------------------------------
@@ -294,9 +360,12 @@ def run_verify(client: HostClient, store: Store, move_id: str) -> dict[str, Any]
     missing = ids_before - {f.vhd.disk_identifier for f in facts if f.vhd}
     if before_files and missing:
         problems.append(f"{len(missing)} disk(s) of the VM before the move are not attached now")
-    heartbeat_ok = vm.state != "Running" or (vm.heartbeat or "").startswith("Ok")
-    if not heartbeat_ok:
-        problems.append(f"heartbeat is {vm.heartbeat!r}, not OK")
+    # compared with before the move: a guest without integration services says NoContact (or
+    # Disabled) before and after, and that is no fault of the move; an OK heartbeat must stay OK
+    beat_before = (before.get("vm") or {}).get("heartbeat") if before.get("vm") else "Ok"
+    was_ok = (beat_before or "").startswith("Ok")
+    if vm.state == "Running" and was_ok and not (vm.heartbeat or "").startswith("Ok"):
+        problems.append(f"heartbeat is {vm.heartbeat!r}, was {beat_before!r} before the move")
     evidence = {
         "disks": rows,
         "heartbeat": vm.heartbeat,
@@ -306,8 +375,21 @@ def run_verify(client: HostClient, store: Store, move_id: str) -> dict[str, Any]
     }
     store.update(move_id, verification=evidence, verified=not problems)
     if problems:
-        raise StepFailed("verification failed: " + "; ".join(problems) + " - the source is kept")
+        raise StepFailed("verification failed: " + "; ".join(problems) + _source_note(record))
     return evidence
+
+
+def _source_note(record: Any) -> str:
+    """What is left of the source after a failed verification depends on how the move started."""
+    path = (record.precheck or {}).get("move_path")
+    if path == "wmi":
+        return " - every source copy is kept (AvoidRemovingVHDs); cleanup will not run"
+    if path == "move-vmstorage":
+        return (
+            " - Move-VMStorage deleted the moved disks' source at the switch (only parent disks "
+            "are kept); cleanup will not run"
+        )
+    return " - cleanup will not run"
 
 
 def _parent_ok(
@@ -378,6 +460,11 @@ def run_cleanup(
     evidence["asked"] = used.asked
     store.update(move_id, cleanup=evidence, source_removed=removed_all)
     return evidence
+
+
+# for hvmove.cancel, which reads the VM and removes a stopped attempt's files the same way
+vm_info = _vm
+remove_own_leftovers = _remove_own_leftovers
 
 
 def _no_peers(name: str, files: list[str], folders: list[str]) -> PathReferences:

@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from hvmove.config import Config, describe_validation_error
 from hvmove.errors import ConfigError
-from hvmove.layout import is_absolute, norm
+from hvmove.layout import norm
 from hvmove.models import MoveRequest, Plan, VMInfo
+from hvmove.paths import path_problem
 
 
 class PlanError(ConfigError):
@@ -66,20 +67,14 @@ def _entry_error(exc: ValidationError, data: dict) -> str:
 
 def request_problem(m: MoveRequest) -> str:
     """What is wrong with a request on its own (before looking at any host), or ''."""
-
-    def bad_path(p: str) -> bool:
-        return not is_absolute(p) or any(c in p for c in '<>"|?*') or ":" in p[2:]
-
+    where = _path_problem(m)
+    if where:
+        return where
     if m.mode == "all":
         if not m.destination:
             return "mode 'all' needs 'destination:' (one folder for everything)"
         if m.vhds or m.virtual_machine_path or m.snapshot_file_path or m.smart_paging_file_path:
             return "mode 'all' takes only 'destination:'; use mode 'components' for separate paths"
-        if bad_path(m.destination):
-            return (
-                f"destination '{m.destination}' is not an absolute Windows path "
-                "(like 'E:\\VMs\\web01' or '\\\\server\\share\\web01')"
-            )
     else:
         if m.destination:
             return f"mode {m.mode!r} does not take 'destination:'; list disks under 'vhds:'"
@@ -96,16 +91,12 @@ def request_problem(m: MoveRequest) -> str:
                 "mode 'components' needs at least one of virtual_machine_path, "
                 "snapshot_file_path, smart_paging_file_path, vhds"
             )
-        for p in [m.virtual_machine_path, m.snapshot_file_path, m.smart_paging_file_path]:
-            if p and bad_path(p):
-                return f"'{p}' is not an absolute Windows path"
         seen: set[str] = set()
         for v in m.vhds:
-            for p in (v.source, v.destination):
-                if bad_path(p):
-                    return f"'{p}' is not an absolute Windows path"
             if norm(v.source) in seen:
                 return f"disk '{v.source}' is listed twice"
+            if norm(v.source) == norm(v.destination):
+                return f"disk '{v.source}': destination equals source; give where it moves to"
             seen.add(norm(v.source))
             if (
                 v.source.replace("/", "\\").rsplit("\\", 1)[-1].lower()
@@ -115,6 +106,23 @@ def request_problem(m: MoveRequest) -> str:
                     f"'{v.destination}': Move-VMStorage keeps file names; the destination "
                     f"must end in the source's file name"
                 )
+    return ""
+
+
+def _path_problem(m: MoveRequest) -> str:
+    """The first path of the request that breaks a Windows naming rule, named by its field."""
+    named = [
+        ("destination", m.destination),
+        ("virtual_machine_path", m.virtual_machine_path),
+        ("snapshot_file_path", m.snapshot_file_path),
+        ("smart_paging_file_path", m.smart_paging_file_path),
+    ]
+    for i, v in enumerate(m.vhds):
+        named += [(f"vhds[{i}].source", v.source), (f"vhds[{i}].destination", v.destination)]
+    for field, path in named:
+        problem = path_problem(path) if path else ""
+        if problem:
+            return f"{field}: {problem}"
     return ""
 
 
@@ -193,7 +201,4 @@ def _against_vm(move: MoveRequest, vm: VMInfo, known_targets: set[tuple[str, str
             f"destination '{move.destination}' is the VM's current location; nothing would "
             "move - give the folder to move to"
         )
-    for v in move.vhds:
-        if norm(v.source) == norm(v.destination):
-            return f"disk '{v.source}': destination equals source"
     return ""

@@ -16,6 +16,7 @@ from hvmove.hyperv.client import HostClient
 from hvmove.hyperv.errors import PermanentError, TransientError
 from hvmove.layout import MoveLayout, layout, norm
 from hvmove.models import Check, MoveRequest, PrecheckReport, VMInfo
+from hvmove.paths import volume_key
 from hvmove.plans import find_vm
 
 GiB = 1024**3
@@ -27,6 +28,7 @@ class Options:
     probe_mib: int = 64
     probe: bool = True
     allow_checkpoints: bool = True
+    keep_source: bool = True  # keep_source_until_verified: the WMI path with AvoidRemovingVHDs
 
 
 @dataclass
@@ -37,9 +39,9 @@ class OwnAttempt:
     destinations: list[str] = field(default_factory=list)
 
 
-def volume_key(host: str, info: models.VolumeInfo) -> str:
-    """Unique across the estate: a share is one volume whichever host sees it."""
-    return info.volume.lower() if info.kind == "smb" else f"{host.lower()}|{info.volume.lower()}"
+def key_of(host: str, info: models.VolumeInfo, cluster: str | None) -> str:
+    """The estate-wide key of a volume this host reported (see hvmove.paths.volume_key)."""
+    return volume_key(info.volume, kind=info.kind, host=host, cluster=cluster)
 
 
 @dataclass
@@ -106,11 +108,68 @@ def run(
         )
         return Outcome(report, vm, plan)
     report.bytes_to_copy = plan.bytes_to_copy
-    _blockers(client, vm, plan, options, ours, add, request.mode)
-    _destinations(client, vm, plan, options, reserved, ours, report)
+    own_job_running = _blockers(client, vm, plan, options, ours, add, request.mode)
+    _destinations(client, vm, plan, options, reserved, ours, report, facts.cluster_name)
     _limit(facts, add)
+    _move_path(facts, options, report)
     _speed(client, vm, plan, options, report)
+    if own_job_running:
+        _follow_rather_than_block(report)
     return Outcome(report, vm, plan)
+
+
+def _move_path(facts: models.HostFacts, options: Options, report: PrecheckReport) -> None:
+    """Which way the move starts, and so what happens to the source. Move-VMStorage deletes the
+    source copy of every moved disk at the switch (-RetainVhdCopiesOnSource keeps only parents);
+    only the WMI migration with AvoidRemovingVHDs keeps them until hvmove has verified the
+    destination, and a host without that property cannot keep them at all."""
+    if not options.keep_source:
+        report.move_path = "move-vmstorage"
+        report.checks.append(
+            Check(
+                name="source copy",
+                status="pass",
+                detail="Move-VMStorage: Hyper-V deletes the source copy of each moved disk when "
+                "the VM switches, before verification (keep_source_until_verified: false)",
+            )
+        )
+    elif facts.keep_source_supported:
+        report.move_path = "wmi"
+        report.checks.append(
+            Check(
+                name="source copy",
+                status="pass",
+                detail="WMI storage migration with AvoidRemovingVHDs: every source copy is kept "
+                "until the destination is verified",
+            )
+        )
+    else:
+        report.checks.append(
+            Check(
+                name="source copy",
+                status="fail",
+                detail="cannot keep the source until verified on this host: "
+                f"{facts.keep_source_detail or 'AvoidRemovingVHDs is not available'}",
+                remedy="update the host (AvoidRemovingVHDs came with Windows Server 2016 / "
+                "Windows 10 1703), or set keep_source_until_verified: false to move with "
+                "Move-VMStorage, which deletes the moved disks' source at the switch",
+            )
+        )
+
+
+def _follow_rather_than_block(report: PrecheckReport) -> None:
+    """This move's own job is copying on the host: blocking now would leave Hyper-V copying
+    with nobody following (and the next run would see "another move running"). What prechecks
+    found becomes a warning, and the copy step attaches to the job."""
+    for i, c in enumerate(report.checks):
+        if c.status == "fail":
+            report.checks[i] = c.model_copy(
+                update={
+                    "status": "warn",
+                    "remedy": "this move is already running on the host; hvmove follows it "
+                    "to its end" + (f" (otherwise: {c.remedy})" if c.remedy else ""),
+                }
+            )
 
 
 def _lookup(client: HostClient, ref: str, vm_id: str | None) -> VMInfo | None:
@@ -132,10 +191,13 @@ def _blockers(
     ours: OwnAttempt,
     add,
     mode: str = "all",
-) -> None:
+) -> bool:
+    """Adds the checks that block a move; True when this move's own job is running."""
+    own_job_running = False
     job = client.move_status(vm.id).job
     if job is not None and job.running:
         if ours.job_id and job.job_id == ours.job_id:
+            own_job_running = True
             add(
                 Check(
                     name="move running",
@@ -232,6 +294,16 @@ def _blockers(
                 remedy="a paused VM may be paused-critical (a full volume): free space, resume",
             )
         )
+    elif vm.critical:
+        # RunningCritical & co: health not OK, typically storage low - the VMs most worth moving
+        add(
+            Check(
+                name="vm health",
+                status="warn",
+                detail=f"{vm.name} is {vm.state} but critical (health not OK, e.g. its storage "
+                "is low on space)",
+            )
+        )
     names = [PureWindowsPath(d).name.lower() for d in plan.vhds.values()]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -243,6 +315,7 @@ def _blockers(
                 remedy="use mode 'vhds' with a destination per disk",
             )
         )
+    return own_job_running
 
 
 def _destinations(
@@ -253,6 +326,7 @@ def _destinations(
     reserved: dict[str, int],
     ours: OwnAttempt,
     report: PrecheckReport,
+    cluster: str | None = None,
 ) -> None:
     add = report.checks.append
     wants: list[tuple[str, int]] = [
@@ -282,12 +356,24 @@ def _destinations(
             )
         )
         return
-    report.source_volume = volume_key(client.name, source)
+    report.source_volume = key_of(client.name, source, cluster)
     needed: dict[str, int] = defaultdict(int)
     info: dict[str, models.VolumeInfo] = {}
-    for (_, size), vol in zip(wants, volumes, strict=True):
-        key = volume_key(client.name, vol)
-        needed[key] += size
+    existing = client.vhd_facts(list(plan.vhds.values())).disks
+    own = {norm(p) for p in ours.destinations}
+    # an earlier attempt's partial files already take their space from "free": charging the
+    # whole move again would block the rerun of a half-copied move by its own copy
+    credit = {
+        norm(d.path): d.vhd.file_size
+        for d in existing
+        if d.exists and d.vhd is not None and norm(d.path) in own
+    }
+    copied: dict[str, int] = defaultdict(int)
+    for (path, size), vol in zip(wants, volumes, strict=True):
+        key = key_of(client.name, vol, cluster)
+        done = min(size, credit.get(norm(path), 0))
+        needed[key] += size - done
+        copied[key] += done
         info[key] = vol
     report.needed_by_volume = dict(needed)
     report.destination_volume = next(iter(needed), "")
@@ -305,13 +391,20 @@ def _destinations(
             "volume": vol.volume,
             "bytes_needed": need,
             "free": vol.free,
+            "already_copied": copied[key],
             "reserved_by_batch": reserved.get(key, 0),
             "free_after": after,
             "headroom": headroom,
             "capacity": vol.capacity,
         }
         text = (
-            f"{vol.volume} needs {need / GiB:,.1f} GiB; {vol.free / GiB:,.1f} GiB free"
+            f"{vol.volume} needs {need / GiB:,.1f} GiB"
+            + (
+                f" more ({copied[key] / GiB:,.1f} GiB already copied by this move)"
+                if copied[key]
+                else ""
+            )
+            + f"; {vol.free / GiB:,.1f} GiB free"
             + (
                 f", {reserved[key] / GiB:,.1f} GiB reserved by the batch"
                 if reserved.get(key)
@@ -344,12 +437,7 @@ def _destinations(
                         numbers={"growth": growth},
                     )
                 )
-    existing = client.vhd_facts(list(plan.vhds.values())).disks
-    theirs = [
-        d.path
-        for d in existing
-        if d.exists and norm(d.path) not in {norm(p) for p in ours.destinations}
-    ]
+    theirs = [d.path for d in existing if d.exists and norm(d.path) not in own]
     if theirs:
         add(
             Check(

@@ -29,7 +29,14 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    selectinload,
+)
 from sqlalchemy.types import TypeDecorator
 
 STEPS = ("prechecks", "copy", "cutover", "verify", "cleanup")
@@ -240,6 +247,11 @@ class Store:
             return record
 
     def update(self, move_id: str, **fields: Any) -> None:
+        # setattr would quietly keep a misspelt field on the object and store nothing (a lost
+        # job_id breaks resume): only the record's columns are accepted
+        unknown = sorted(set(fields) - set(MoveRecord.__table__.columns.keys()))
+        if unknown:
+            raise TypeError(f"a move record has no field(s) {', '.join(unknown)}")
         with self.session() as s:
             record = s.get(MoveRecord, move_id)
             if record is None:
@@ -314,13 +326,15 @@ class Store:
 
     def moves(self, limit: int | None = None) -> list[MoveRecord]:
         with self.session() as s:
-            q = select(MoveRecord).order_by(MoveRecord.created_at.desc())
+            # the steps come in one more query for all rows, not one per move
+            q = (
+                select(MoveRecord)
+                .options(selectinload(MoveRecord.steps))
+                .order_by(MoveRecord.created_at.desc())
+            )
             if limit:
                 q = q.limit(limit)
-            rows = list(s.scalars(q))
-            for r in rows:
-                _ = r.steps
-            return rows
+            return list(s.scalars(q))
 
     def latest(self, host: str, vm_id: str) -> MoveRecord | None:
         """The newest move record of one VM on one host."""

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from hvmove.hyperv.errors import TransientError
+from hvmove.names import resource_id
 from hvmove.store import Store
 
 # Resume rests on the store and on looking at the host, not on Prefect's result cache (its
@@ -35,7 +36,7 @@ def only_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 def resource(host: str, vm: str, vm_id: str = "") -> dict[str, str]:
     return {
-        "prefect.resource.id": f"hvmove.vm.{host.lower()}.{vm_id or vm}".lower(),
+        "prefect.resource.id": resource_id(host, vm, vm_id),  # safe for any VM name
         "prefect.resource.name": vm,
         "hvmove.host": host,
         "hvmove.vm": vm,

@@ -1,5 +1,6 @@
 """Copy/mirror as a Prefect task: starts or attaches to the move and follows it in a progress
-artifact, with MB/s and ETA in the log every few seconds."""
+artifact, with MB/s and ETA in the log every few seconds and in `hvmove.move.progress` events
+(at each 10 % and at most once a minute) for the automations."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from hvmove import pipeline
 from hvmove.hyperv.client import HostClient
 from hvmove.models import MoveRequest
 from hvmove.prechecks import duration
+from hvmove.progress import ProgressGate
 from hvmove.store import Store
-from tasks._common import STEP_OPTIONS, only_transient, recorded
+from tasks._common import STEP_OPTIONS, emit, only_transient, recorded
 
 
 @task(
@@ -30,6 +32,7 @@ def copy_task(
     retain_source: bool = True,
     poll_s: float = 2.0,
     log_every_s: float = 5.0,
+    silence_s: float = 900.0,
 ) -> dict:
     log = get_run_logger()
     with recorded(store, move_id, "copy") as set_state:
@@ -37,19 +40,30 @@ def copy_task(
             progress=0.0,
             description=f"Copy of {request.vm} on {request.host} -> "
             f"{request.destination_summary()}",
-            _sync=True,
         )
         last_log = 0.0
 
         shown = -1
+        gate = ProgressGate()
+        record = store.get(move_id)
 
         def on_progress(p: pipeline.Progress) -> None:
             nonlocal last_log, shown
             if artifact is not None and p.percent != shown:  # one API call per change only
-                update_progress_artifact(
-                    artifact_id=artifact, progress=float(p.percent), _sync=True
-                )
+                update_progress_artifact(artifact_id=artifact, progress=float(p.percent))
                 shown = p.percent
+            if gate.due(p.percent, time.monotonic()):
+                emit(
+                    "hvmove.move.progress",
+                    record.host,
+                    request.vm,
+                    record.vm_id,
+                    move_id=move_id,
+                    percent=p.percent,
+                    mbps=round(p.mbps, 1) if p.mbps is not None else None,
+                    eta_seconds=round(p.eta_seconds) if p.eta_seconds is not None else None,
+                    bytes_done=p.bytes_done,
+                )
             if time.monotonic() - last_log >= log_every_s or p.percent >= 100:
                 last_log = time.monotonic()
                 rate = f"{p.mbps:,.0f} MB/s" if p.mbps is not None else "- MB/s"
@@ -65,10 +79,11 @@ def copy_task(
             retain_source=retain_source,
             poll_s=poll_s,
             on_progress=on_progress,
+            silence_s=silence_s,
         )
         if result.get("skipped"):
             log.info("copy skipped: %s", result["reason"])
             set_state("skipped", result["reason"])
         elif artifact is not None:
-            update_progress_artifact(artifact_id=artifact, progress=100.0, _sync=True)
+            update_progress_artifact(artifact_id=artifact, progress=100.0)
         return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from hvmove import pipeline, prechecks
+from hvmove import names, pipeline, prechecks
 from hvmove.hyperv.client import HostClient
 from hvmove.models import MoveRequest, PrecheckReport
 from hvmove.store import Store
@@ -13,8 +13,7 @@ from tasks._common import STEP_OPTIONS, only_transient, recorded
 
 
 def artifact_key(prefix: str, host: str, vm: str) -> str:
-    raw = f"{prefix}-{vm}-{host}".lower()
-    return "".join(c if c.isalnum() or c == "-" else "-" for c in raw)[:100]
+    return names.artifact_key(prefix, host, vm)  # any VM name -> a key Prefect accepts
 
 
 def report_rows(report: PrecheckReport) -> list[dict[str, str]]:
@@ -63,5 +62,4 @@ def _publish(report: PrecheckReport) -> None:
         key=artifact_key("prechecks", report.host, report.vm),
         table=report_rows(report),
         description=f"Prechecks of {report.vm} on {report.host} -> {report.destination}",
-        _sync=True,  # also when called under the async migrate-vm flow
     )

@@ -38,6 +38,7 @@ def make_lab(
     rate_scale: float = 40.0,
     populate=None,
     auth: str = "negotiate",
+    refusals: bool = True,
 ) -> Lab:
     from hvmove.config import load
     from hvmove.lab.build import add_vm, new_estate
@@ -49,7 +50,13 @@ def make_lab(
     estate = new_estate(
         tmp,
         hosts=2,
-        settings=LabSettings(size_scale=65536, rate_scale=rate_scale, https=https, auth=auth),
+        settings=LabSettings(
+            size_scale=65536,
+            rate_scale=rate_scale,
+            https=https,
+            auth=auth,
+            script_refusals=refusals,  # off: tests prove hvmove's guards, not the scripts'
+        ),
     )
     for h in estate.data.hosts:
         h.maximum_storage_migrations = max_moves

@@ -1,86 +1,206 @@
-"""deployments/prefect.yaml registers on a real Prefect server, and a run of the nightly
-deployment, picked up by a process worker, moves a lab VM and completes."""
+"""Deployed as in production: `hvmove deploy` registers deployments/prefect.yaml on a real Prefect
+server, and a real `prefect worker` whose environment holds none of the deploy-time variables
+(not even the project folder as its working directory) runs the night, each move a run of the
+migrate-vm deployment. Cancelling a night through the API mid-copy stops the Hyper-V job."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from hvmove.store import Store
-from tests.conftest import Lab
+from tests.conftest import Lab, make_lab
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 
-def prefect(*args: str, env: dict[str, str], timeout: float = 120) -> str:
-    exe = str(Path(sys.executable).with_name("prefect"))
-    done = subprocess.run(
-        [exe, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+@dataclass
+class Deployed:
+    api: str
+    lab: Lab
+    plan: Path
+    workers: list[subprocess.Popen]
+    home: Path
+
+
+def clean_env(api: str, home: Path) -> dict[str, str]:
+    """What a worker on another machine has: a PATH, a home, the API. No HVMOVE_* at all."""
+    return {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "HOME": str(home),
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_API_URL": api,
+        "DO_NOT_TRACK": "1",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+    }
+
+
+def start_worker(api: str, home: Path, name: str) -> subprocess.Popen:
+    home.mkdir(parents=True, exist_ok=True)
+    log = open(home / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it
+    return subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "hvmove", "--name", name],
+        cwd=home,  # not the project folder: the deployment must say where the code is
+        env=clean_env(api, home),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return done.stdout
 
 
-def test_nightly_deployment_runs_on_a_worker(prefect_api: str, lab: Lab) -> None:
-    from prefect.client.orchestration import get_client
+def stop_worker(proc: subprocess.Popen) -> None:
+    # a worker may ignore the first SIGTERM (reference/prefect.md §5); the second is SIGKILL
+    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            return
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            continue
 
+
+@pytest.fixture(scope="module")
+def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    lab = make_lab(tmp_path_factory.mktemp("deployed-lab"), rate_scale=8)
     plan = lab.dir / "nightly.yaml"
     plan.write_text(
         "moves:\n  - {host: hv01, vm: web01, destination: 'E:\\VMs\\web01'}\n"
         "  - {host: hv01, vm: iso01, destination: 'E:\\VMs\\iso01'}\n"
     )
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": prefect_api,
-        "HVMOVE_PROJECT_DIR": str(ROOT),
-        "HVMOVE_CONFIG": str(lab.dir / "hvmove.yaml"),
-        "HVMOVE_PLAN": str(plan),
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-    }
-    prefect("work-pool", "create", "hvmove", "--type", "process", env=env)
-    prefect("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml", env=env)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HVMOVE_")}
+    done = subprocess.run(
+        [
+            str(BIN / "hvmove"),
+            "deploy",
+            "--config",
+            str(lab.dir / "hvmove.yaml"),
+            "--plan",
+            str(plan),
+        ],
+        env={**env, "PREFECT_API_URL": prefect_api},
+        cwd=lab.dir,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    home = tmp_path_factory.mktemp("worker-home")
+    workers = [start_worker(prefect_api, home, "w1")]
+    try:
+        yield Deployed(prefect_api, lab, plan, workers, home)
+    finally:
+        for w in workers:
+            stop_worker(w)
+        lab.server.stop()
+
+
+def wait_final(run_id, timeout: float = 180):
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run_id)
+            if run.state and run.state.is_final():
+                return run
+            time.sleep(0.5)
+    raise AssertionError(f"flow run {run_id} did not end: {run.state}")
+
+
+def worker_logs(d: Deployed) -> str:
+    return "".join(p.read_text(errors="replace")[-3000:] for p in d.home.glob("*.log"))
+
+
+def test_deployment_holds_its_values_literally(deployed: Deployed) -> None:
+    from prefect.client.orchestration import get_client
+
     with get_client(sync_client=True) as client:
         nightly = client.read_deployment_by_name("nightly-migrations/nightly")
-        inventory = client.read_deployment_by_name("inventory-snapshot/inventory")
-        assert nightly.parameters["plan"] == str(plan)  # filled in at deploy time
-        assert nightly.schedules[0].schedule.cron == "0 22 * * *"
-        assert inventory.entrypoint == "flows/inventory.py:inventory_snapshot"
+        move = client.read_deployment_by_name("migrate-vm/migrate-vm")
+    assert nightly.parameters["plan"] == str(deployed.plan)
+    assert nightly.parameters["move_deployment"] == "migrate-vm/migrate-vm"
+    assert "timezone" not in nightly.parameters and "window" not in nightly.parameters
+    schedule = nightly.schedules[0].schedule
+    # the lab's config: window 22:00-05:00 in UTC; the schedule is the window's start, there
+    assert (schedule.cron, schedule.timezone) == ("0 22 * * *", "UTC")
+    assert nightly.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+    assert nightly.job_variables["working_dir"] == str(ROOT)
+    assert not nightly.pull_steps  # nothing resolved on the worker at run time
+    assert move.parameters["config"] == str(deployed.lab.dir / "hvmove.yaml")
+
+
+def test_night_runs_on_a_worker_with_an_empty_environment(deployed: Deployed) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    lab = deployed.lab
+    with get_client(sync_client=True) as client:
+        nightly = client.read_deployment_by_name("nightly-migrations/nightly")
+        move = client.read_deployment_by_name("migrate-vm/migrate-vm")
         # tonight's window would keep the run waiting until 22:00: run it with 'now'
         run = client.create_flow_run_from_deployment(
             nightly.id, parameters={"window": "now", "poll_seconds": 0.5}
         )
-    worker = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("prefect")),
-            "worker",
-            "start",
-            "--pool",
-            "hvmove",
-            "--run-once",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    with get_client(sync_client=True) as client:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            state = client.read_flow_run(run.id).state
-            if state.is_final():
-                break
-            time.sleep(1)
-        assert state.is_completed(), worker.stdout[-3000:] + worker.stderr[-3000:]
+    run = wait_final(run.id)
+    assert run.state.is_completed(), (run.state, worker_logs(deployed))
+    # iso01 is blocked by prechecks: a Completed night, whose name says so
+    assert run.state.name == "Completed with 1 blocked", run.state
     moves = {r.vm_name: r for r in Store(lab.config.store_url()).moves()}
     assert moves["web01"].status == "completed" and moves["web01"].verified
-    assert moves["web01"].batch and moves["web01"].batch.startswith("night-")
+    assert moves["web01"].batch == run.name  # the batch id comes from the scheduled start
     assert "iso01" not in moves or moves["iso01"].status != "completed"
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])
+            )
+        )
+    # web01's move ran as its own run of the migrate-vm deployment, linked to the night
+    web = [c for c in children if c.parameters.get("vm") == "web01"]
+    assert web and web[0].deployment_id == move.id and web[0].state.is_completed()
+
+
+def test_cancelling_the_night_mid_copy_stops_the_job(deployed: Deployed) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    lab = deployed.lab
+    vm = lab.vm("sql01")
+    plan = lab.dir / "cancel.yaml"
+    plan.write_text("moves:\n  - {host: hv01, vm: sql01, destination: 'F:\\VMs\\sql01'}\n")
+    store = Store(lab.config.store_url())
+    with get_client(sync_client=True) as client:
+        nightly = client.read_deployment_by_name("nightly-migrations/nightly")
+        run = client.create_flow_run_from_deployment(
+            nightly.id, parameters={"window": "now", "poll_seconds": 0.5, "plan": str(plan)}
+        )
+        deadline = time.monotonic() + 120
+        while not any(j.percent >= 10 for j in lab.server.engine.jobs_of(vm.id)):
+            assert time.monotonic() < deadline, worker_logs(deployed)
+            time.sleep(0.2)
+        client.set_flow_run_state(run.id, Cancelling(message="storage latency"), force=True)
+    run = wait_final(run.id, timeout=120)
+    assert run.state.is_cancelled(), run.state
+    deadline = time.monotonic() + 60
+    while (record := next(r for r in store.moves() if r.vm_name == "sql01")).status != "cancelled":
+        assert time.monotonic() < deadline, (record.status, record.reason, worker_logs(deployed))
+        time.sleep(0.5)
+    assert "storage latency" in record.reason
+    job = lab.server.engine.jobs_of(vm.id)[-1]
+    assert job.state == "Terminated" and job.percent < 100  # stopped, not finished
+    with lab.client() as client:  # the VM stays on its source, the partial copy is gone
+        assert client.vm_paths(vm.id).disk_paths[0].startswith("D:\\")
+    assert not [p for p in (lab.dir / "hosts/hv01/F").rglob("*") if p.is_file()]

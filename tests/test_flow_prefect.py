@@ -3,7 +3,6 @@ runs, artifacts, events), and a process killed mid-move is finished by a rerun."
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -40,15 +39,13 @@ def test_move_is_visible_in_prefect(prefect_api: str, lab: Lab) -> None:
     from flows.migrate_vm import migrate_vm
 
     since = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 5))
-    state = asyncio.run(
-        migrate_vm(
-            host="hv01",
-            vm="web01",
-            destination="E:\\VMs\\web01",
-            config=str(lab.dir / "hvmove.yaml"),
-            poll_seconds=0.1,
-            return_state=True,
-        )
+    state = migrate_vm(
+        host="hv01",
+        vm="web01",
+        destination="E:\\VMs\\web01",
+        config=str(lab.dir / "hvmove.yaml"),
+        poll_seconds=0.1,
+        return_state=True,
     )
     assert state.is_completed(), state
     record = Store(lab.config.store_url()).moves()[0]
@@ -124,16 +121,16 @@ def test_move_is_visible_in_prefect(prefect_api: str, lab: Lab) -> None:
 def test_blocked_move_fails_before_anything_changes(prefect_api: str, lab: Lab) -> None:
     from flows.migrate_vm import migrate_vm
 
-    state = asyncio.run(
-        migrate_vm(
-            host="hv01",
-            vm="iso01",
-            destination="E:\\VMs\\iso01",
-            config=str(lab.dir / "hvmove.yaml"),
-            return_state=True,
-        )
+    state = migrate_vm(
+        host="hv01",
+        vm="iso01",
+        destination="E:\\VMs\\iso01",
+        config=str(lab.dir / "hvmove.yaml"),
+        return_state=True,
     )
-    assert state.is_failed() and "attached ISO" in state.message
+    # its own named state, not a crash-red Failed
+    assert state.name == "Blocked" and not state.is_failed(), state
+    assert "attached ISO" in state.message
     assert lab.server.engine.jobs_of(lab.vm("iso01").id) == []
     record = Store(lab.config.store_url()).moves()[0]
     assert record.status == "blocked" and "attached ISO" in record.reason

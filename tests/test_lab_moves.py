@@ -28,7 +28,7 @@ def test_live_move_of_running_vm_loses_no_write(client, lab: Lab, retain: bool) 
     vm = lab.vm("sql01")
     before = client.inventory(vm.id).vms[0]
     sources = [f.path for f in before.vhd_files()]
-    start = client.start_move(vm.id, "all", destination="E:\\Moved\\sql01", retain_source=retain)
+    start = client.start_move(vm.id, "all", destination="E:\\Moved\\sql01", keep_source=retain)
     assert start.status == "started" and start.job is not None
     seen = []
     job = follow(
@@ -56,7 +56,7 @@ def test_live_move_of_running_vm_loses_no_write(client, lab: Lab, retain: bool) 
 
 def test_checkpoint_chain_moves_with_parent_locators(client, lab: Lab) -> None:
     vm = lab.vm("app01")
-    client.start_move(vm.id, "all", destination="F:\\VMs\\app01", retain_source=False)
+    client.start_move(vm.id, "all", destination="F:\\VMs\\app01", keep_source=False)
     assert wait_done(client, vm.id).job_state == "Completed"
     chain = client.inventory(vm.id).vms[0].drives[0].chain
     assert len(chain) == 3 and all(c.path.startswith("F:\\VMs\\app01\\") for c in chain)
@@ -81,22 +81,25 @@ def test_vhds_only_mode_and_refusals(client, lab: Lab) -> None:
     assert again.status == "already_at_destination"
 
 
-def test_failed_move_removes_partial_destination(client, lab: Lab) -> None:
+@pytest.mark.parametrize("keep", [False, True])
+def test_failed_move_removes_partial_destination(client, lab: Lab, keep: bool) -> None:
+    """Move-VMStorage removes a failed move's destination; the WMI migration with
+    AvoidRemovingVHDs keeps its VHDs ("VHDs on the destination in failure")."""
     vm = lab.vm("web01")
     lab.server.engine.inject({"kind": "fail_at", "vm": "web01", "percent": 40})
-    client.start_move(vm.id, "all", destination="E:\\fail\\web01")
+    client.start_move(vm.id, "all", destination="E:\\fail\\web01", keep_source=keep)
     job = wait_done(client, vm.id)
     assert job.job_state == "Exception" and "injected" in job.error_description
     assert client.vm_paths(vm.id).disk_paths == [vm.drives[0].path]
-    leftovers = [p for p in (lab.dir / "hosts/hv01/E").rglob("*") if p.is_file()]
-    assert leftovers == []
+    leftovers = [p.name for p in (lab.dir / "hosts/hv01/E").rglob("*") if p.is_file()]
+    assert leftovers == (["web01.vhdx"] if keep else [])
     assert lab.server.engine.lost_writes(vm.id)["lost"] == 0
 
 
 def test_destination_fills_up(client, lab: Lab) -> None:
     vm = lab.vm("sql01")
     lab.server.control("set_volume", {"root": "F:\\", "host": "hv01", "capacity": 50 * GiB})
-    client.start_move(vm.id, "all", destination="F:\\full\\sql01")
+    client.start_move(vm.id, "all", destination="F:\\full\\sql01", keep_source=False)
     job = wait_done(client, vm.id)
     assert job.job_state == "Exception" and job.error_code == 0x80070070
     assert not [p for p in (lab.dir / "hosts/hv01/F").rglob("*") if p.is_file()]
@@ -105,7 +108,7 @@ def test_destination_fills_up(client, lab: Lab) -> None:
 def test_corrupt_destination_block_is_caught_by_test_vhd(client, lab: Lab) -> None:
     vm = lab.vm("web01")
     lab.server.engine.inject({"kind": "corrupt_block", "vm": vm.id})
-    client.start_move(vm.id, "all", destination="E:\\c\\web01", retain_source=True)
+    client.start_move(vm.id, "all", destination="E:\\c\\web01", keep_source=True)
     assert wait_done(client, vm.id).job_state == "Completed"  # Hyper-V would not notice either
     path = client.vm_paths(vm.id).disk_paths[0]
     assert client.vhd_facts([path]).disks[0].test_ok is False
@@ -116,7 +119,7 @@ def test_cancel_leaves_vm_on_source(tmp_path) -> None:
     try:
         with lab.client() as client:
             vm = lab.vm("sql01")
-            client.start_move(vm.id, "all", destination="E:\\x\\sql01")
+            client.start_move(vm.id, "all", destination="E:\\x\\sql01", keep_source=False)
             time.sleep(0.3)
             stop = client.stop_move(vm.id)
             assert stop.requested and stop.return_value == 4096

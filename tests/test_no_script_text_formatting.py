@@ -46,7 +46,8 @@ def test_only_the_host_layer_touches_pypsrp() -> None:
 
 
 def test_the_library_does_not_import_prefect() -> None:
-    allowed = {"hvmove/credentials.py", "hvmove/cli.py"}  # the front door and the secret resolver
+    # the front door (the CLI package) and the secret resolver
+    allowed = {"hvmove/credentials.py"}
     for path in (ROOT / "hvmove").rglob("*.py"):
         rel = path.relative_to(ROOT).as_posix()
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -63,4 +64,4 @@ def test_the_library_does_not_import_prefect() -> None:
                 or n.startswith("tasks")
                 for n in names
             ):
-                assert rel in allowed, f"{rel} imports {names}"
+                assert rel in allowed or rel.startswith("hvmove/cli/"), f"{rel} imports {names}"

@@ -21,7 +21,6 @@ from hvmove.planner import (
     fifo_makespan,
     lower_bound,
     plan,
-    volume_key,
 )
 
 GiB = 1024**3
@@ -286,16 +285,7 @@ def test_inconsistent_inputs_are_refused() -> None:
         Throughput(p50=1, p90=2)
 
 
-def test_volume_keys_are_unique_across_the_estate() -> None:
-    assert volume_key("e:", kind="local", host="HV01") == "hv01|E:\\"
-    assert volume_key("\\\\FS01\\VMs", kind="smb", host="hv01") == "\\\\fs01\\vms\\"
-    assert volume_key("\\\\fs01\\vms\\", kind="smb", host="hv02") == "\\\\fs01\\vms\\"
-    csv = volume_key("C:\\ClusterStorage\\Volume1\\", kind="csv", cluster="CLU1")
-    assert csv == "clu1|C:\\clusterstorage\\volume1\\"
-    with pytest.raises(ValueError, match="cluster"):
-        volume_key("C:\\ClusterStorage\\Volume1\\", kind="csv", host="hv01")
-    with pytest.raises(ValueError, match="host"):
-        volume_key("E:\\", kind="local")
+def test_volume_state_name_reads_the_key() -> None:
     assert vol("hv01|E:\\").name == "E:\\ on hv01"
 
 

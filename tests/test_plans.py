@@ -42,7 +42,7 @@ def check(lab: Lab, text: str) -> None:
         ),
         (
             "moves:\n  - {host: hv01, vm: web01, destination: 'E:\\bad|name'}\n",
-            "not an absolute Windows path",
+            "contains '|', a character Windows reserves",
         ),
         (
             "moves:\n  - {host: hv09, vm: web01, destination: 'E:\\x'}\n",

@@ -8,18 +8,18 @@ import math
 
 import pandas as pd
 
+from hvmove.paths import UNKNOWN_CLUSTER, volume_scope
+from hvmove.paths import volume_root as root_key
+
 SHARED_KINDS = ("smb", "csv")  # volumes several hosts see: one volume, not one per host
 
 
-def root_key(root: str) -> str:
-    """A volume root compared the way Windows does: backslashes, no case, one trailing slash."""
-    return root.replace("/", "\\").rstrip("\\").lower() + "\\"
-
-
-def volume_key(host: str, volume: str, kind: str) -> tuple[str, str]:
-    """The identity of the volume ``host`` reports as ``volume`` of ``kind``."""
-    # a share is the same volume whichever host reports it; a local D:\ is one per host
-    return ("*" if kind in SHARED_KINDS else host.lower(), root_key(volume))
+def volume_key(host: str, volume: str, kind: str, cluster: str | None = None) -> tuple[str, str]:
+    """The identity of the volume ``host`` reports as ``volume`` of ``kind``: the project's one
+    rule (hvmove.paths.volume_scope), with every shared scope the analysis cannot tell apart
+    (a share; a CSV whose cluster the snapshot does not name) in the one "*" panel."""
+    scope = volume_scope(kind, host=host, cluster=cluster)
+    return (scope if scope not in ("", UNKNOWN_CLUSTER) else "*", root_key(volume))
 
 
 def collapse_shared(vf: pd.DataFrame) -> pd.DataFrame:

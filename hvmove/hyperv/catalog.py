@@ -15,7 +15,7 @@ from importlib import resources
 
 from pydantic import BaseModel
 
-from hvmove import models
+from hvmove import models, models_doctor
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,35 @@ SPECS: dict[str, ScriptSpec] = {
             False,
             120,
             "which of some files and folders this host's VMs use (read-only)",
+        ),
+        # hvmove doctor and hvmove canary (issue 11)
+        ScriptSpec(
+            "Get-HostReadiness",
+            models_doctor.HostReadiness,
+            False,
+            60,
+            "clock, versions, rights, WinRM quotas, cluster volumes/roles, share access",
+        ),
+        ScriptSpec(
+            "New-CanaryVM",
+            models_doctor.CanaryCreated,
+            True,
+            300,
+            "the canary's marker files, disks (pattern written through the host) and Off VM",
+        ),
+        ScriptSpec(
+            "Test-CanaryPremises",
+            models_doctor.CanaryPremises,
+            True,  # mounts a disk read-only for the call
+            120,
+            "literal paths, Test-VHD on an attached disk, pattern read back, message language",
+        ),
+        ScriptSpec(
+            "Remove-CanaryVM",
+            models_doctor.CanaryRemoval,
+            True,
+            300,
+            "remove canary VMs and marked canary folders, nothing else",
         ),
     ]
 }

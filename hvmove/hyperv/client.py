@@ -101,6 +101,23 @@ class HostClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def auth_used(self) -> str:
+        """How the open session logged on: 'basic', or Negotiate's protocol ('ntlm',
+        'kerberos'), read from pypsrp's authentication context; '' before the first call."""
+        pool = self._pool
+        if pool is None:
+            return ""
+        try:
+            auth = pool.connection.transport.session.auth
+        except AttributeError:
+            return ""
+        contexts = getattr(auth, "contexts", None)
+        if contexts:
+            context = next(iter(contexts.values()))
+            protocol = getattr(context, "negotiated_protocol", "") or ""
+            return f"{self.host.auth} ({protocol})" if protocol else self.host.auth
+        return self.host.auth
+
     # -- calls -----------------------------------------------------------------------------------
     def run(self, script: str, *, timeout: float | None = None, **params: Any) -> BaseModel:
         spec = SPECS[script]
@@ -173,9 +190,17 @@ class HostClient:
             if exc.code == 400 and self.host.transport == "http" and self.host.auth != "basic":
                 # After a reconnect (host reboot, dropped connection) pypsrp logs on again but
                 # resends the message sealed with the old logon's keys, which the host cannot
-                # read: nothing ran, so it is retried once on a new pool like a lost shell.
-                return e.ShellGone(
-                    host, name, "the host could not decrypt a message sealed before a reconnect"
+                # read. Refused while sending, the command was never created: retried once on a
+                # new pool like a lost shell. Refused while receiving, the command had already
+                # been accepted: a mutating script may have run, so it is "maybe ran".
+                if phase == "send" or not spec.mutating:
+                    return e.ShellGone(
+                        host, name, "the host could not decrypt a message sealed before a reconnect"
+                    )
+                return e.MaybeRanError(
+                    host,
+                    name,
+                    "HTTP 400 after the host had accepted the command; look before retrying",
                 )
             if exc.code < 500:
                 return e.PermanentError(host, name, f"HTTP {exc.code}: {exc.response_text[:200]}")
@@ -268,8 +293,12 @@ class HostClient:
         snapshot_file_path: str = "",
         smart_paging_file_path: str = "",
         vhds: list[tuple[str, str]] | None = None,
-        retain_source: bool = True,
+        keep_source: bool = True,
     ) -> models.MoveStart:
+        """keep_source: start through WMI with AvoidRemovingVHDs, so that no source disk is
+        deleted before hvmove has verified the destination; else Move-VMStorage, which deletes the
+        moved disks' source at the switch (parents are kept with -RetainVhdCopiesOnSource and
+        left to hvmove's cleanup, which knows whether another VM uses them)."""
         pairs = vhds or []
         return self.call(
             "Start-StorageMove",
@@ -282,7 +311,8 @@ class HostClient:
             SmartPagingFilePath=smart_paging_file_path,
             VhdSourcePath=[s for s, _ in pairs],
             VhdDestinationPath=[d for _, d in pairs],
-            RetainVhdCopiesOnSource=retain_source,
+            RetainVhdCopiesOnSource=True,
+            KeepSource=keep_source,
         )
 
 

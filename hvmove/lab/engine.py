@@ -16,6 +16,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ CHUNK = 8 * 1024 * 1024  # most real bytes copied per step (under the VM's disk 
 E_DISK_FULL = 0x80070070
 E_FAILED = 0x80004005
 E_CORRUPT = 0x8007048F
+TAMPER = {"change_identifier", "change_size", "change_parent", "detach_disk", "lose_heartbeat"}
 
 
 class Aborted(Exception):
@@ -47,6 +49,7 @@ class CopyItem:
     dst: str
     is_vhd: bool
     parent_dst: str | None = None  # new parent locator for a differencing disk
+    is_parent: bool = False  # another disk of the move has it as parent (read-only in a chain)
 
 
 @dataclass
@@ -56,7 +59,8 @@ class Job:
     host: str
     items: list[CopyItem]
     new_paths: dict[str, str]  # component -> new Windows path (config/snapshot/smart paging)
-    retain: bool
+    retain: bool  # RetainVhdCopiesOnSource: keep the parent (read-only) disks on the source
+    avoid_removing: bool = False  # AvoidRemovingVHDs: remove no VHD, source or destination
     state: str = "Starting"
     percent: int = 0
     error_code: int = 0
@@ -216,8 +220,9 @@ class Engine:
 
     def inject(self, fault: dict) -> None:
         """Engine faults: {'kind': 'fail_at'|'dest_full'|'corrupt_block'|'reboot_at', 'vm': id or
-        name (optional), 'percent': N}. Each is used by the next matching move."""
-        kinds = {"fail_at", "dest_full", "corrupt_block", "reboot_at"}
+        name (optional), 'percent': N}. Each is used by the next matching move. The kinds in
+        TAMPER change the moved VM after its switch, for verification to catch."""
+        kinds = {"fail_at", "dest_full", "corrupt_block", "reboot_at", *TAMPER}
         if fault.get("kind") not in kinds:
             raise ValueError(f"engine fault kind must be one of {sorted(kinds)}")
         with self.jobs_lock:
@@ -271,6 +276,8 @@ class Engine:
             self._switch(job, vm)
             job.cancellable = False
             self._finish_source(job, vm)
+            if fault and fault["kind"] in TAMPER:
+                self._tamper(job, vm, fault["kind"])
             job.percent = 100
             job.state = "Completed"
         except Aborted as stop:
@@ -379,6 +386,31 @@ class Engine:
                 "Exception", E_DISK_FULL, "There is not enough space on the disk. (0x80070070)"
             )
 
+    def _tamper(self, job: Job, vm: LabVM, kind: str) -> None:
+        """What verification exists to catch, done to the destination after the switch: a disk
+        with another identifier, size or parent, a disk no longer attached, a lost heartbeat."""
+        moved = [(it, self.estate.local(vm.host, it.dst)) for it in job.items if it.is_vhd]
+        with self.disk_lock(vm.id), self.estate.lock:
+            if kind == "lose_heartbeat":
+                vm.heartbeat = "LostCommunication"
+            elif kind == "detach_disk":
+                vm.drives = [d for d in vm.drives if not d.path or d.path == guest_disk(vm)]
+            elif moved:
+                target = next((p for it, p in moved if it.parent_dst), moved[0][1])
+                header = vhd.read_header(target)
+                if kind == "change_identifier":
+                    header.disk_identifier = str(uuid.uuid4()).upper()
+                elif kind == "change_size":
+                    header.size += 1024**3
+                elif kind == "change_parent" and header.parent_path:
+                    # to its grandparent's new copy: a chain that skips a link, all at the
+                    # destination, so only the parent comparison can see it
+                    parent = next(it for it in job.items if it.dst == header.parent_path)
+                    header.parent_path = parent.parent_dst or parent.dst
+                with open(target, "r+b") as fh:
+                    fh.write(header.encode())
+            self.estate.save()
+
     def on_reboot(self, host: str) -> None:
         """Replaced by the server: restarts the whole lab process state for a host."""
 
@@ -390,6 +422,10 @@ class Engine:
         with open(target, "r+b") as fh:
             fh.seek(header.block_offset(header.blocks // 2) + 100)
             fh.write(os.urandom(64))
+            # and a torn tail: the guest keeps writing whole blocks (through the mirror, then on
+            # the new disk) and would heal a corrupt block before Test-VHD looks; this it cannot
+            fh.seek(0, os.SEEK_END)
+            fh.write(os.urandom(512))
 
     def _switch(self, job: Job, vm: LabVM) -> None:
         job.cancellable = False
@@ -416,14 +452,30 @@ class Engine:
                 self.mirrors.pop(norm(it.src), None)
 
     def _finish_source(self, job: Job, vm: LabVM) -> None:
+        """After the switch Hyper-V removes the source copy of every moved disk: "If not
+        specified, all virtual hard disks will be removed from the source computer once the
+        virtual machine is successfully moved" (Move-VMStorage -RetainVhdCopiesOnSource,
+        learn.microsoft.com/powershell/module/hyper-v/move-vmstorage). RetainVhdCopiesOnSource
+        keeps only "the read-only VHDs on the source host" (parents); AvoidRemovingVHDs keeps every
+        VHD: "Do not remove any VHDs during the migration, i.e. VHDs on the source in success"
+        (learn.microsoft.com/windows/win32/hyperv_v2/msvm-virtualsystemmigrationsettingdata)."""
+        # issue 11: the lab's premises can make either answer come out, for `hvmove canary`
+        premises = self.estate.settings.premises
+        keep_all = job.avoid_removing and premises.avoid_removing_vhds_honoured
+        keep_all |= not job.avoid_removing and not premises.move_vmstorage_removes_source
         for it in job.items:
-            if it.is_vhd and job.retain:
+            if it.is_vhd and (keep_all or (job.retain and it.is_parent)):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 self.estate.local(vm.host, it.src).unlink()
 
     def _remove_partial(self, job: Job) -> None:
-        for path in job.created:
+        """A failed or cancelled move removes what it created at the destination, except the
+        VHDs when AvoidRemovingVHDs was set ("... and VHDs on the destination in failure",
+        msvm-virtualsystemmigrationsettingdata): those stay for the caller to remove."""
+        for it, path in zip(job.items, job.created, strict=False):
+            if it.is_vhd and job.avoid_removing:
+                continue
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 

@@ -12,7 +12,7 @@ import json
 import os
 import threading
 from pathlib import Path, PureWindowsPath
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -59,6 +59,12 @@ class LabVM(BaseModel):
     checkpoints: list[LabCheckpoint] = []
     dvd_paths: list[str] = []
     replication_state: str = "Disabled"
+    # health not OK (e.g. its storage is low on space): Hyper-V reports the state as
+    # <State>Critical (RunningCritical, OffCritical, ...), msvm-computersystem HealthState 20/25
+    critical: bool = False
+    # what the heartbeat integration service reports; None: "OkApplicationsUnknown" while running.
+    # "NoContact" for a guest without integration services, "Disabled" when the service is off.
+    heartbeat: str | None = None
     guest_interval_s: float = 0.05  # a running guest writes one block this often
 
     def config_file(self) -> str:
@@ -80,6 +86,51 @@ class LabHost(BaseModel):
     # Kerberos delegation of this host to the file servers (KCD to cifs, or RBCD): without it a
     # remote session, and VMMS acting for it, are refused on SMB paths (the double hop)
     smb_delegation: bool = True
+    # What `hvmove doctor` reads (issue 11); each can be set to a broken prerequisite.
+    # rights of the lab account: "admin" (local Administrators), "hyperv_admins" (Hyper-V
+    # Administrators, S-1-5-32-578), "none" (Hyper-V refuses every cmdlet)
+    rights: Literal["admin", "hyperv_admins", "none"] = "admin"
+    # WinRM quotas as `winrm get winrm/config` shows them; defaults: MaxShellsPerUser 30
+    # (https://learn.microsoft.com/windows/win32/winrm/quotas), MaxConcurrentOperationsPerUser
+    # 1500 and IdleTimeout 7200000 ms (winrm/config dumps quoted in reference/hyperv.md section 7)
+    winrm_max_shells_per_user: int = 30
+    winrm_max_concurrent_operations_per_user: int = 1500
+    winrm_idle_timeout_ms: int = 7_200_000
+    # the DNS name the host's HTTPS certificate is issued for; None: the lab certificate
+    # (IP:127.0.0.1, DNS:localhost). Another name is the "wrong certificate name" fault.
+    tls_name: str | None = None
+    ps_version: str = "5.1.20348.2849"
+    hyperv_module: str | None = "2.0.0.0"  # None: the Hyper-V PowerShell module is not installed
+    ui_culture: str = "en-US"
+    clock_offset_s: float = 0.0  # the host's clock minus the real one
+    # script -> {field: value}: this host prints that value in that field, a contract mismatch
+    # for `hvmove doctor` to catch (a top-level field of the script's document)
+    contract_faults: dict[str, dict[str, Any]] = {}
+    # Msvm_VirtualSystemMigrationSettingData has AvoidRemovingVHDs ("added in Windows 10 1703 and
+    # Windows Server 2016"): the storage migration can keep every source copy
+    avoid_removing_vhds: bool = True
+
+
+class LabPremises(BaseModel):
+    """What hvmove assumes about Windows but no document settles (`hvmove canary` observes each on
+    a real host). The defaults are the lab's usual answer; each can be flipped so that both
+    answers are handled and reported."""
+
+    # the migration job goes on after the WinRM shell that started it is closed
+    # (reference/hyperv.md section 2.1: "most likely continues [UNVERIFIED]")
+    jobs_survive_session_close: bool = True
+    # Test-VHD gives a usable answer for a disk that is attached (hyperv.md section 10, item 8)
+    test_vhd_attached_ok: bool = True
+    # Get-VHD -Path takes '[' and ']' literally, as its documentation says ("Accept wildcard
+    # characters: False"); False: it resolves them as a wildcard pattern, as the decompiled
+    # cmdlet suggests (review windows-scripts.md finding 5)
+    literal_paths: bool = True
+    # the WMI migration with AvoidRemovingVHDs keeps every source VHD at the switch, as
+    # documented (msvm-virtualsystemmigrationsettingdata); False: the flag is ignored
+    avoid_removing_vhds_honoured: bool = True
+    # Move-VMStorage removes the moved disks' source at the switch, as documented
+    # (move-vmstorage); False: it keeps them (what the lab did before issue 10)
+    move_vmstorage_removes_source: bool = True
 
 
 class LabSettings(BaseModel):
@@ -100,6 +151,12 @@ class LabSettings(BaseModel):
     # how hvmove.yaml logs on: "negotiate" (NTLM here, the production default; message
     # encryption over HTTP) or "basic"; the listener accepts both
     auth: Literal["negotiate", "basic"] = "negotiate"
+    premises: LabPremises = LabPremises()
+    # The project scripts' own refusals, modelled by the lab: a second move of a VM that is moving
+    # (Start-StorageMove answers already_running) and deleting a file a VM references
+    # (Remove-StorageFiles, Find-PathReferences). Off, the lab starts and deletes anyway, so that
+    # tests prove hvmove's own guards rather than the scripts'.
+    script_refusals: bool = True
 
 
 class EstateData(BaseModel):

@@ -57,9 +57,17 @@ def write_config(lab_dir: Path) -> Path:
             "password": {"env": "HVMOVE_LAB_PASSWORD"},
         }
         if https:
-            entry["ca_file"] = "tls/lab-cert.pem"
+            # a host with its own certificate (lab fault tls_name) is trusted through that one
+            entry["ca_file"] = f"tls/{h.name}-cert.pem" if h.tls_name else "tls/lab-cert.pem"
         elif estate.settings.auth == "basic":
             entry["insecure"] = True  # Basic over HTTP sends the password in clear
+        shares = [
+            v.root.rstrip("\\")
+            for v in estate.data.volumes
+            if v.kind == "smb" and h.name.lower() in (x.lower() for x in v.hosts)
+        ]
+        if shares:
+            entry["shares"] = shares  # what `hvmove doctor` checks the host can reach
         hosts.append(entry)
     doc = {"hosts": hosts, "store": {"url": "sqlite:///hvmove.db"}, "lab": {"dir": "."}}
     path = lab_dir / "hvmove.yaml"
@@ -131,7 +139,10 @@ def _check_winrm(lab_dir: Path) -> None:
     from hvmove.hyperv.client import open_client
 
     config = load(lab_dir / "hvmove.yaml")
+    faulted = {h.name for h in Estate.load(lab_dir).data.hosts if h.tls_name}
     for host in config.hosts:
+        if host.name in faulted:
+            continue  # serves a certificate for another name on purpose (`hvmove doctor` shows it)
         with open_client(config, host.name) as client:
             client.host_facts()
 

@@ -47,6 +47,8 @@ class LabServer:
             control=self.control,
             ntlm_domain=ntlm_domain(self.dir),
         )
+        # through self.scripts at call time, like _dispatch
+        self.endpoint.on_shell_closed = lambda host, shell: self.scripts.shell_closed(host, shell)
         self.stopped = threading.Event()
         self.reboots = 0
 
@@ -57,6 +59,12 @@ class LabServer:
     def start(self) -> LabServer:
         for host in self.estate.data.hosts:
             host.port = self.endpoint.add_host(host.name, host.port)
+            if host.tls_name and self.estate.settings.https:
+                # the "wrong certificate name" fault: a certificate for another name
+                cert, key = make_self_signed(
+                    self.dir / "tls", dns_name=host.tls_name, stem=f"{host.name}"
+                )
+                self.endpoint.set_host_certificate(host.name, cert, key)
         self.estate.save()
         self.engine.start_guests()
         return self

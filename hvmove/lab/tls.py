@@ -27,13 +27,20 @@ _SAN_IPS = {ipaddress.IPv4Address("127.0.0.1")}
 _SAN_DNS = {"localhost"}
 
 
-def make_self_signed(directory: Path) -> tuple[Path, Path]:
-    """Return ``(cert, key)`` PEM paths in `directory`, creating them unless usable ones exist."""
+def make_self_signed(
+    directory: Path, *, dns_name: str | None = None, stem: str = "lab"
+) -> tuple[Path, Path]:
+    """Return ``(cert, key)`` PEM paths in `directory`, creating them unless usable ones exist.
+
+    By default the lab certificate (IP:127.0.0.1, DNS:localhost). With ``dns_name``, one issued
+    for that name only: a host serving it has "the wrong certificate name" for 127.0.0.1."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    cert_path = directory / CERT_NAME
-    key_path = directory / KEY_NAME
-    if _reusable(cert_path, key_path):
+    cert_path = directory / f"{stem}-cert.pem"
+    key_path = directory / f"{stem}-key.pem"
+    ips = set() if dns_name else _SAN_IPS
+    dns = {dns_name} if dns_name else _SAN_DNS
+    if _reusable(cert_path, key_path, ips, dns):
         return cert_path, key_path
 
     # P-256 rather than RSA: generation takes microseconds, which keeps per-test fixtures cheap.
@@ -57,8 +64,7 @@ def make_self_signed(directory: Path) -> tuple[Path, Path]:
         .not_valid_after(now + VALIDITY)
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName(d) for d in sorted(_SAN_DNS)]
-                + [x509.IPAddress(ip) for ip in sorted(_SAN_IPS)]
+                [x509.DNSName(d) for d in sorted(dns)] + [x509.IPAddress(ip) for ip in sorted(ips)]
             ),
             critical=False,
         )
@@ -110,7 +116,7 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _reusable(cert_path: Path, key_path: Path) -> bool:
+def _reusable(cert_path: Path, key_path: Path, ips: set, dns: set) -> bool:
     if not (cert_path.is_file() and key_path.is_file()):
         return False
     try:
@@ -124,8 +130,8 @@ def _reusable(cert_path: Path, key_path: Path) -> bool:
     if not (cert.not_valid_before_utc <= now and now + RENEW_BEFORE < cert.not_valid_after_utc):
         return False
     if not (
-        set(san.get_values_for_type(x509.IPAddress)) >= _SAN_IPS
-        and set(san.get_values_for_type(x509.DNSName)) >= _SAN_DNS
+        set(san.get_values_for_type(x509.IPAddress)) == ips
+        and set(san.get_values_for_type(x509.DNSName)) == dns
     ):
         return False
     # A key from a different run next to this certificate would make the TLS handshake fail

@@ -117,6 +117,7 @@ class Invocation:
     # non-terminating errors (Write-Error): the pipeline still completes, had_errors stays False
     errors: list[str] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    shell_id: str = ""  # the WinRM shell (one pypsrp RunspacePool) the pipeline runs in
 
 
 class ScriptFailed(Exception):
@@ -247,6 +248,8 @@ class WSManEndpoint:
         self._lock = threading.Lock()
         self._hosts: dict[str, _Host] = {}
         self._stopped = False
+        # called with (host, shell id) after a client deleted its shell (RunspacePool.close())
+        self.on_shell_closed: Callable[[str, str], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     @property
@@ -268,6 +271,17 @@ class WSManEndpoint:
                 del self._hosts[name]
             raise
         return host.port
+
+    def set_host_certificate(self, name: str, cert: Path, key: Path) -> None:
+        """Serve this host with its own certificate (e.g. one issued for another name); the
+        endpoint must be HTTPS. Takes effect for new connections."""
+        if self._ssl is None:
+            raise ValueError("the endpoint serves plain HTTP")
+        host = self._host(name)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(cert), str(key))
+        host.cbt = _tls_server_end_point(cert)
+        host.ssl = ctx
 
     def port(self, name: str) -> int:
         return self._host(name).port
@@ -442,6 +456,8 @@ class WSManEndpoint:
         if shell is None:
             raise _WSManError(FAULT_SHELL_NOT_FOUND, shell=req.shell_id or "")
         shell.close()
+        if self.on_shell_closed is not None:
+            self.on_shell_closed(host.name, shell.id)
         return _envelope(_TRANSFER_URI + "/DeleteResponse", req.message_id, "")
 
     def _op_get(self, host: _Host, shell: _Shell, req: _Request) -> bytes:
@@ -608,6 +624,7 @@ class WSManEndpoint:
             is_script=bool(first.is_script),
             params={str(n): _plain(v) for n, v in first.parameters if n is not None},
             args=[_plain(v) for n, v in first.parameters if n is None],
+            shell_id=shell.id,
         )
         pipe.ps.start()
         # start() queues a PipelineState(Running); a real host does not send it, so drop it.
@@ -808,6 +825,9 @@ class _Host:
         self.lifecycle = threading.RLock()  # serialises kill/revive/stop of this host
         # an injected 401 means "this account is refused now": the logon that follows fails too
         self.refuse_logons = 0
+        # this host's own certificate (and its channel binding), else the endpoint's
+        self.ssl: ssl.SSLContext | None = None
+        self.cbt: bytes | None = None
 
 
 @dataclass
@@ -996,7 +1016,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         conn = request
-        ctx = self.endpoint._ssl
+        ctx = self.lab_host.ssl or self.endpoint._ssl
         if ctx is not None:
             # The handshake runs in the connection's own thread so that a slow or failing client
             # (e.g. one that rejects the certificate) cannot stall accept().
@@ -1088,10 +1108,9 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
             try:
                 if self._negotiating is None:
                     cbt = None
-                    if endpoint._cbt is not None:
-                        cbt = spnego.channel_bindings.GssChannelBindings(
-                            application_data=endpoint._cbt
-                        )
+                    host_cbt = self.server.lab_host.cbt or endpoint._cbt
+                    if host_cbt is not None:
+                        cbt = spnego.channel_bindings.GssChannelBindings(application_data=host_cbt)
                     self._negotiating = spnego.server(
                         protocol="negotiate",
                         channel_bindings=cbt,

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from hvmove.planner.estate import _estate
 from hvmove.planner.models import (
@@ -58,7 +58,6 @@ from hvmove.planner.models import (
     Throughput,
     VolumeState,
     Window,
-    volume_key,
 )
 from hvmove.planner.output import _admitted, _deferred
 from hvmove.planner.scheduler import _best_order, _loads, _simulate
@@ -81,7 +80,6 @@ __all__ = [
     "fifo_makespan",
     "lower_bound",
     "plan",
-    "volume_key",
 ]
 
 
@@ -102,7 +100,8 @@ def plan(
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    origin = max(now, window.start)
+    # every duration is real time: UTC, whatever zone the window was given in
+    origin = max(now, window.start).astimezone(UTC)
     horizon = (window.last_finish - origin).total_seconds()
     # an overdue move holds its slots through the window: nobody knows when it will end
     estate = _estate(

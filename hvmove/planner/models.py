@@ -5,12 +5,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
-
-from hvmove.models import VolumeKind
 
 GiB = 1024**3
 
@@ -35,36 +33,6 @@ class _Frozen(BaseModel):
 
 
 # --- inputs --------------------------------------------------------------------------------------
-def volume_key(
-    volume: str, *, kind: VolumeKind, host: str | None = None, cluster: str | None = None
-) -> str:
-    """A key naming one volume across the whole estate, the same whichever host reports it.
-
-    A local drive is only unique on its host (``hv01|E:\\``); a CSV path is the same on every node
-    of a cluster and repeats between clusters (``clu1|C:\\ClusterStorage\\Volume1\\``); a share is
-    unique as it is (``\\\\fs01\\vms\\``). Windows paths ignore case, so the key does too.
-    """
-    path = volume.replace("/", "\\")
-    if not path.endswith("\\"):
-        path += "\\"
-    if kind == "smb":
-        if not path.startswith("\\\\"):
-            raise ValueError(f"an SMB volume is a UNC path, not {volume!r}")
-        return path.lower()
-    if kind == "csv":
-        if not cluster:
-            # keying a CSV per host would count one volume's space twice
-            raise ValueError(f"CSV {volume!r} needs its cluster name to get a key")
-        return f"{cluster.lower()}|{_drive_path(path)}"
-    if not host:
-        raise ValueError(f"local volume {volume!r} needs its host name to get a key")
-    return f"{host.lower()}|{_drive_path(path)}"
-
-
-def _drive_path(path: str) -> str:
-    return path[:1].upper() + path[1:].lower()
-
-
 class Throughput(_Frozen):
     """Copy rate of one move in bytes/s, summarised as two points of its distribution.
 
@@ -198,13 +166,15 @@ class Window(_Frozen):
     def _ordered(self) -> Self:
         if self.margin < timedelta(0):
             raise ValueError("the safety margin cannot be negative")
-        if self.end - self.margin <= self.start:
+        if self.last_finish <= self.start:
             raise ValueError("the window ends (less its margin) before it starts")
         return self
 
     @property
     def last_finish(self) -> datetime:
-        return self.end - self.margin
+        # In UTC: Python adds and subtracts datetimes of one zone as wall-clock times, which is
+        # an hour off on a daylight-saving night.
+        return self.end.astimezone(UTC) - self.margin
 
 
 class RunningMove(_Frozen):

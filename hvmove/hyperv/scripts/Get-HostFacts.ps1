@@ -2,9 +2,27 @@
 # Prints one HostFacts document: computer name, OS version and caption, MaximumStorageMigrations,
 # the default VHD and VM folders, the failover cluster name (null when the host is not clustered)
 # with the names of its nodes (cleanup asks each of them before deleting on a cluster shared volume)
-# and how many storage migrations (Msvm_MigrationJob, JobType 307, JobState 2..6) are running.
+# and how many storage migrations (Msvm_MigrationJob, JobType 307, JobState 2..6) are running, and
+# whether a storage migration can keep every source copy (keep_source_supported: the WMI
+# migration settings have AvoidRemovingVHDs; keep_source_detail says why not).
 param()
 $ErrorActionPreference = 'Stop'
+
+# Whether this host's Msvm_VirtualSystemMigrationSettingData has AvoidRemovingVHDs ("Do not remove
+# any VHDs during the migration, i.e. VHDs on the source in success and VHDs on the destination in
+# failure", learn.microsoft.com/windows/win32/hyperv_v2/msvm-virtualsystemmigrationsettingdata).
+# The page does not say from which build it exists, so the class is asked, never the OS version.
+function Test-HvmAvoidRemovingVhds {
+    try {
+        $class = Get-CimClass -Namespace 'root\virtualization\v2' -ClassName Msvm_VirtualSystemMigrationSettingData -ErrorAction Stop
+        $found = @($class.CimClassProperties | Where-Object { $_.Name -eq 'AvoidRemovingVHDs' })
+        if ($found.Count -gt 0) { return '' }
+        return 'Msvm_VirtualSystemMigrationSettingData has no AvoidRemovingVHDs property on this host'
+    } catch {
+        return 'Msvm_VirtualSystemMigrationSettingData could not be read: ' + $_.Exception.Message
+    }
+}
+
 
 $vmHost = Get-VMHost
 $os = Get-CimInstance -ClassName Win32_OperatingSystem | Select-Object -First 1
@@ -45,6 +63,8 @@ $running = @(
         Where-Object { [int]$_.JobType -eq 307 -and [int]$_.JobState -ge 2 -and [int]$_.JobState -le 6 }
 ).Count
 
+$keepSourceDetail = Test-HvmAvoidRemovingVhds
+
 $out = [pscustomobject]@{
     name                       = $name
     os_version                 = [string]$os.Version
@@ -55,5 +75,7 @@ $out = [pscustomobject]@{
     cluster_name               = $clusterName
     cluster_nodes              = @($clusterNodes)
     running_storage_moves      = [int]$running
+    keep_source_supported      = (-not $keepSourceDetail)
+    keep_source_detail         = [string]$keepSourceDetail
 }
 ConvertTo-Json -InputObject $out -Depth 8 -Compress

@@ -22,11 +22,20 @@ function Get-HvmVm([string]$id) {
     return $found[0]
 }
 
+# VM.State carries Critical variants (RunningCritical, OffCritical, SavedCritical, ...) whenever the
+# VM's health is not OK, e.g. its storage is low on space (Msvm_ComputerSystem.HealthState 20/25,
+# learn.microsoft.com/windows/win32/hyperv_v2/msvm-computersystem): the state is the one without
+# the suffix, and Test-HvmCritical says it was critical.
 function Get-HvmStateName($state) {
     $text = [string]$state
+    if ($text.EndsWith('Critical')) { $text = $text.Substring(0, $text.Length - 'Critical'.Length) }
     if (@('Running', 'Off', 'Saved', 'Paused', 'Starting', 'Stopping') -contains $text) { return $text }
     if ($text -eq 'FastSaved') { return 'Saved' }
     return 'Other'
+}
+
+function Test-HvmCritical($state) {
+    return ([string]$state).EndsWith('Critical')
 }
 
 # The heartbeat integration service, found by its id (service names are localized).
@@ -78,6 +87,7 @@ $out = [pscustomobject]@{
     id                     = $vm.Id.ToString()
     name                   = [string]$vm.Name
     state                  = (Get-HvmStateName $vm.State)
+    critical               = (Test-HvmCritical $vm.State)
     configuration_location = [string]$vm.ConfigurationLocation
     snapshot_file_location = [string]$vm.SnapshotFileLocation
     smart_paging_file_path = [string]$vm.SmartPagingFilePath

@@ -1,12 +1,19 @@
-# Start-StorageMove: starts Move-VMStorage -AsJob for one VM in one of the three Move Wizard modes:
-#   all        - everything to DestinationStoragePath (-DestinationStoragePath);
-#   components - -VirtualMachinePath / -SnapshotFilePath / -SmartPagingFilePath and -Vhds pairs;
-#   vhds       - only the -Vhds pairs (VhdSourcePath[i] -> VhdDestinationPath[i]).
+# Start-StorageMove: starts the storage migration of one VM in one of the three Move Wizard modes:
+#   all        - everything to DestinationStoragePath;
+#   components - VirtualMachinePath / SnapshotFilePath / SmartPagingFilePath and disk pairs;
+#   vhds       - only the disk pairs (VhdSourcePath[i] -> VhdDestinationPath[i]).
+# Two ways to start it, because they leave the source differently:
+#   -KeepSource: Msvm_VirtualSystemMigrationService.MigrateVirtualSystemToHost (MigrationType 32769,
+#     Storage) with AvoidRemovingVHDs, so that Hyper-V deletes no source disk at the switch and
+#     hvmove deletes it after verifying the destination (method 'wmi');
+#   otherwise Move-VMStorage -AsJob, which deletes the source copy of every moved disk at the switch
+#     (-RetainVhdCopiesOnSource keeps only parent disks) (method 'move-vmstorage').
 # It starts nothing when a migration job of the VM is running (status already_running) or when
 # every component named already resolves to its destination (status already_at_destination). It
-# refuses (throws) a malformed request, a -Vhds source that is not a disk of the VM or of one of
+# refuses (throws) a malformed request, a disk source that is not a disk of the VM or of one of
 # its checkpoints (Hyper-V would silently treat it as an unmanaged VHD), a changed file name, a
-# shared disk, an existing destination file and a host already at MaximumStorageMigrations.
+# shared disk, an existing destination file, a host already at MaximumStorageMigrations, and
+# -KeepSource on a host whose WMI has no AvoidRemovingVHDs.
 # After starting it waits up to WaitSeconds for the new Msvm_MigrationJob (JobType 307) to appear.
 # Prints one MoveStart document; the cmdlet's warnings (e.g. skipped shared disks) go to warnings.
 param(
@@ -19,6 +26,7 @@ param(
     [string[]]$VhdSourcePath = @(),
     [string[]]$VhdDestinationPath = @(),
     [switch]$RetainVhdCopiesOnSource,
+    [switch]$KeepSource,
     [int]$WaitSeconds = 30
 )
 $ErrorActionPreference = 'Stop'
@@ -113,14 +121,80 @@ function ConvertTo-HvmMoveJob($job) {
     }
 }
 
-function New-HvmResult([string]$vmId, [string]$status, $job, [string]$message, $warnings) {
+function New-HvmResult([string]$vmId, [string]$status, $job, [string]$message, $warnings, [string]$method) {
     return [pscustomobject]@{
         vm_id    = $vmId
         status   = $status
         job      = $job
         message  = $message
         warnings = @($warnings)
+        method   = $method
     }
+}
+
+# Whether this host's Msvm_VirtualSystemMigrationSettingData has AvoidRemovingVHDs ("Do not remove
+# any VHDs during the migration, i.e. VHDs on the source in success and VHDs on the destination in
+# failure", learn.microsoft.com/windows/win32/hyperv_v2/msvm-virtualsystemmigrationsettingdata).
+# The page does not say from which build it exists, so the class is asked, never the OS version.
+function Test-HvmAvoidRemovingVhds {
+    try {
+        $class = Get-CimClass -Namespace 'root\virtualization\v2' -ClassName Msvm_VirtualSystemMigrationSettingData -ErrorAction Stop
+        $found = @($class.CimClassProperties | Where-Object { $_.Name -eq 'AvoidRemovingVHDs' })
+        if ($found.Count -gt 0) { return '' }
+        return 'Msvm_VirtualSystemMigrationSettingData has no AvoidRemovingVHDs property on this host'
+    } catch {
+        return 'Msvm_VirtualSystemMigrationSettingData could not be read: ' + $_.Exception.Message
+    }
+}
+
+# The storage migration with every source copy kept. Move-VMStorage cannot do it: its
+# -RetainVhdCopiesOnSource keeps only parent disks ("If not specified, all virtual hard disks will be
+# removed from the source computer once the virtual machine is successfully moved",
+# learn.microsoft.com/powershell/module/hyper-v/move-vmstorage), and the WMI property behind it
+# concerns "the read-only VHDs on the source host" (msvm-virtualsystemmigrationsettingdata).
+# So this calls MigrateVirtualSystemToHost itself (learn.microsoft.com/windows/win32/hyperv_v2/
+# migratevirtualsystemtohost-msvm-virtualsystemmigrationservice): MigrationType 32769 (Storage),
+# DestinationHost null (this host), one Msvm_StorageAllocationSettingData per moved disk with its
+# new HostResource, and the realized Msvm_VirtualSystemSettingData with new configuration,
+# checkpoint and smart-paging roots when one of them moves. The string parameters take embedded
+# instances, written with GetText(1) (WMI DTD 2.0). Returns the method's return value.
+function Start-HvmWmiStorageMove([string]$vmKey, [hashtable]$diskTargets, [hashtable]$rootTargets) {
+    $ns = 'root\virtualization\v2'
+    $service = Get-WmiObject -Namespace $ns -Class Msvm_VirtualSystemMigrationService | Select-Object -First 1
+    $system = Get-WmiObject -Namespace $ns -Class Msvm_ComputerSystem |
+        Where-Object { ([string]$_.Name).ToLowerInvariant() -eq $vmKey } | Select-Object -First 1
+    if (-not $service -or -not $system) { throw "Msvm_VirtualSystemMigrationService or the VM's Msvm_ComputerSystem is missing" }
+    $settingClass = Get-WmiObject -Namespace $ns -Class Msvm_VirtualSystemMigrationSettingData -List | Select-Object -First 1
+    $migration = $settingClass.CreateInstance()
+    $migration.MigrationType = [uint16]32769
+    $migration.AvoidRemovingVHDs = $true
+    $migration.RetainVhdCopiesOnSource = $true
+    $resources = [System.Collections.Generic.List[string]]::new()
+    $seen = @{}
+    $realized = $null
+    $allSettings = @(Get-WmiObject -Namespace $ns -Class Msvm_VirtualSystemSettingData |
+            Where-Object { ([string]$_.VirtualSystemIdentifier).ToLowerInvariant() -eq $vmKey })
+    foreach ($settings in $allSettings) {
+        if ([string]$settings.VirtualSystemType -eq 'Microsoft:Hyper-V:System:Realized') { $realized = $settings }
+        foreach ($disk in @($settings.GetRelated('Msvm_StorageAllocationSettingData'))) {
+            if ([int]$disk.ResourceType -ne 31) { continue }
+            $key = Get-HvmPathKey ([string]@($disk.HostResource)[0])
+            if (-not $diskTargets.ContainsKey($key) -or $seen.ContainsKey([string]$disk.InstanceID)) { continue }
+            $seen[[string]$disk.InstanceID] = $true
+            $disk.HostResource = [string[]]@($diskTargets[$key])
+            $resources.Add($disk.GetText(1))
+        }
+    }
+    $systemText = $null
+    if ($rootTargets.Count -gt 0) {
+        if (-not $realized) { throw "the VM's realized Msvm_VirtualSystemSettingData was not found" }
+        if ($rootTargets.ContainsKey('VirtualMachinePath')) { $realized.ConfigurationDataRoot = $rootTargets['VirtualMachinePath'] }
+        if ($rootTargets.ContainsKey('SnapshotFilePath')) { $realized.SnapshotDataRoot = $rootTargets['SnapshotFilePath'] }
+        if ($rootTargets.ContainsKey('SmartPagingFilePath')) { $realized.SwapFileDataRoot = $rootTargets['SmartPagingFilePath'] }
+        $systemText = $realized.GetText(1)
+    }
+    $result = $service.MigrateVirtualSystemToHost($system, $null, $migration.GetText(1), $systemText, $resources.ToArray())
+    return [int]$result.ReturnValue
 }
 
 function Invoke-HvmStorageMove {
@@ -136,13 +210,15 @@ function Invoke-HvmStorageMove {
     $vmId = $vm.Id.ToString()
     $vmKey = $vmId.ToLowerInvariant()
     $noWarnings = [string[]]@()
+    $method = 'move-vmstorage'
+    if ($KeepSource) { $method = 'wmi' }
 
     # 1. A migration of this VM is already running: attach to it, start nothing.
     $existingJobs = @(Get-HvmMoveJobs $vmKey)
     $runningJobs = @($existingJobs | Where-Object { [int]$_.JobState -ge 2 -and [int]$_.JobState -le 6 })
     if ($runningJobs.Count -gt 0) {
         $job = ConvertTo-HvmMoveJob (Select-HvmNewestJob $runningJobs)
-        return New-HvmResult $vmId 'already_running' $job 'a storage migration of this VM is already running; nothing was started' $noWarnings
+        return New-HvmResult $vmId 'already_running' $job 'a storage migration of this VM is already running; nothing was started' $noWarnings $method
     }
 
     # 2. The shape of the request.
@@ -221,6 +297,8 @@ function Invoke-HvmStorageMove {
     $moveArgs = @{}
     $pendingFiles = [System.Collections.Generic.List[string]]::new()
     $vhdTables = [System.Collections.Generic.List[hashtable]]::new()
+    $diskTargets = @{}
+    $rootTargets = @{}
     $pendingCount = 0
     if ($modeName -eq 'all') {
         $destinationKey = Get-HvmPathKey $destination
@@ -239,9 +317,11 @@ function Invoke-HvmStorageMove {
             }
             $targetNames[$leaf.ToLowerInvariant()] = $original
             $pendingFiles.Add($target)
+            $diskTargets[$key] = $target
             $pendingCount++
         }
         $moveArgs['DestinationStoragePath'] = $destination
+        foreach ($name in @('VirtualMachinePath', 'SnapshotFilePath', 'SmartPagingFilePath')) { $rootTargets[$name] = $destination }
     } else {
         $current = @{
             VirtualMachinePath  = [string]$vm.ConfigurationLocation
@@ -251,6 +331,7 @@ function Invoke-HvmStorageMove {
         foreach ($name in $namedPaths) {
             if ((Get-HvmPathKey $paths[$name]) -ne (Get-HvmPathKey $current[$name])) {
                 $moveArgs[$name] = $paths[$name]
+                $rootTargets[$name] = $paths[$name]
                 $pendingCount++
             }
         }
@@ -269,12 +350,13 @@ function Invoke-HvmStorageMove {
             }
             $vhdTables.Add(@{ SourceFilePath = $vmDisks[$srcKey]; DestinationFilePath = $dst })
             $pendingFiles.Add($dst)
+            $diskTargets[$srcKey] = $dst
             $pendingCount++
         }
         if ($vhdTables.Count -gt 0) { $moveArgs['Vhds'] = $vhdTables.ToArray() }
     }
     if ($pendingCount -eq 0) {
-        return New-HvmResult $vmId 'already_at_destination' $null 'every component the request names already resolves to its destination; nothing was started' $noWarnings
+        return New-HvmResult $vmId 'already_at_destination' $null 'every component the request names already resolves to its destination; nothing was started' $noWarnings $method
     }
 
     # 5. Refusals Hyper-V would only report later, or not clearly.
@@ -292,14 +374,27 @@ function Invoke-HvmStorageMove {
         throw "Storage migration limit reached on this host: $hostRunning of $limit (MaximumStorageMigrations) are running; try again when one has finished"
     }
 
-    # 6. Start it. Move-VMStorage -AsJob validates its parameters here (errors throw) and runs the
-    # migration in a job of this runspace; the job's warnings and errors are read below.
-    if ($RetainVhdCopiesOnSource) { $moveArgs['RetainVhdCopiesOnSource'] = $true }
+    # 6. Start it. With -KeepSource through WMI (above); otherwise Move-VMStorage -AsJob, which
+    # validates its parameters here (errors throw) and runs the migration in a job of this
+    # runspace. Finished jobs of earlier calls are removed first: each one holds its VM's objects
+    # in the session for as long as the session lives.
+    Get-Job | Where-Object { $_.State -ne 'Running' -and $_.State -ne 'NotStarted' } | Remove-Job -Force
     $knownJobs = @{}
     foreach ($j in $existingJobs) { $knownJobs[[string]$j.InstanceID] = $true }
     $moveWarnings = $null
-    $psJob = Move-VMStorage -VM $vm @moveArgs -AsJob -Confirm:$false -WarningVariable moveWarnings -ErrorAction Stop
-    if ($psJob -is [array]) { $psJob = $psJob[0] }
+    $psJob = $null
+    if ($KeepSource) {
+        $missing = Test-HvmAvoidRemovingVhds
+        if ($missing) { throw "Cannot keep the source until verified on this host: $missing; move with keep_source_until_verified: false (Move-VMStorage deletes the moved disks' source at the switch)" }
+        $code = Start-HvmWmiStorageMove $vmKey $diskTargets $rootTargets
+        if ($code -ne 0 -and $code -ne 4096) {
+            throw "MigrateVirtualSystemToHost returned $code for VM '$($vm.Name)' (4096 = job started; 32775 = invalid state, 32773 = invalid parameter, 32769 = access denied)"
+        }
+    } else {
+        if ($RetainVhdCopiesOnSource) { $moveArgs['RetainVhdCopiesOnSource'] = $true }
+        $psJob = Move-VMStorage -VM $vm @moveArgs -AsJob -Confirm:$false -WarningVariable moveWarnings -ErrorAction Stop
+        if ($psJob -is [array]) { $psJob = $psJob[0] }
+    }
 
     # 7. Wait for the new Msvm_MigrationJob. The runspace must not close before Hyper-V has it.
     $deadline = [datetime]::UtcNow.AddSeconds($wait)
@@ -342,7 +437,7 @@ function Invoke-HvmStorageMove {
     if ($found) {
         $message = ''
         if ($errors.Count -gt 0) { $message = 'Move-VMStorage reported: ' + ($errors -join ' | ') }
-        return New-HvmResult $vmId 'started' (ConvertTo-HvmMoveJob $found) $message $warnings.ToArray()
+        return New-HvmResult $vmId 'started' (ConvertTo-HvmMoveJob $found) $message $warnings.ToArray() $method
     }
     if ($errors.Count -gt 0) {
         throw "Move-VMStorage failed for VM '$($vm.Name)': $($errors -join ' | ')"
@@ -350,11 +445,11 @@ function Invoke-HvmStorageMove {
     $state = ''
     if ($psJob) { $state = [string]$psJob.JobStateInfo.State }
     if ($state -eq 'NotStarted' -or $state -eq 'Running') {
-        $message = "Move-VMStorage was started but no migration job appeared within $wait s; poll Get-StorageMoveStatus"
+        $message = "The storage migration was started but no migration job appeared within $wait s; poll Get-StorageMoveStatus"
     } else {
-        $message = "Move-VMStorage finished ($state) without a visible migration job; read the VM's paths to confirm the outcome"
+        $message = "The storage migration was started ($state) but no migration job is visible; poll Get-StorageMoveStatus and read the VM's paths to confirm the outcome"
     }
-    return New-HvmResult $vmId 'started' $null $message $warnings.ToArray()
+    return New-HvmResult $vmId 'started' $null $message $warnings.ToArray() $method
 }
 
 $out = Invoke-HvmStorageMove

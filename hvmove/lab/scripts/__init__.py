@@ -6,8 +6,10 @@ are bound against the script's own ``param(`` block, and the reply is built from
 pydantic models the client parses.
 
 One module per domain: ``inventory`` (reading the estate), ``probes`` (ODX, bandwidth, Test-VHD),
-``moves`` (start, follow, stop), ``cleanup`` (references and deletion). A new script is a method
-marked ``@script("Name")`` in a mixin of its domain, and the mixin is listed in ``LabScripts``.
+``moves`` (start, follow, stop), ``cleanup`` (references and deletion), ``doctor`` and
+``canary`` (issue 11: readiness, account rights, contract faults, the canary VM). A new script
+is a method marked ``@script("Name")`` in a mixin of its domain, and the mixin is listed in
+``LabScripts``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from pydantic import BaseModel
 from hvmove.hyperv.catalog import SPECS, parse_param_names, script_text
 from hvmove.lab.engine import Engine
 from hvmove.lab.estate import Estate
+from hvmove.lab.scripts.canary import CanaryScripts
 from hvmove.lab.scripts.cleanup import CleanupScripts, ref_key
+from hvmove.lab.scripts.doctor import DoctorScripts
 from hvmove.lab.scripts.inventory import InventoryScripts
 from hvmove.lab.scripts.moves import MoveScripts
 from hvmove.lab.scripts.probes import ProbeScripts
@@ -37,7 +41,9 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class LabScripts(InventoryScripts, ProbeScripts, MoveScripts, CleanupScripts):
+class LabScripts(
+    InventoryScripts, ProbeScripts, MoveScripts, CleanupScripts, DoctorScripts, CanaryScripts
+):
     def __init__(self, estate: Estate, engine: Engine) -> None:
         self.estate = estate
         self.engine = engine
@@ -54,6 +60,9 @@ class LabScripts(InventoryScripts, ProbeScripts, MoveScripts, CleanupScripts):
         self.delays: dict[str, float] = {}  # script -> seconds: a host slow to answer that script
         # script -> message: the script also writes a non-terminating error (like Write-Error)
         self.write_errors: dict[str, str] = {}
+        # Start-StorageMove answers "started" with no job: Hyper-V had not created the
+        # Msvm_MigrationJob within the script's WaitSeconds (the job appears later)
+        self.start_without_job = False
 
     # -- dispatch --------------------------------------------------------------------------------
     def dispatch(self, inv: Invocation) -> str:
@@ -72,8 +81,10 @@ class LabScripts(InventoryScripts, ProbeScripts, MoveScripts, CleanupScripts):
             time.sleep(self.delays[name])
         if name in self.write_errors:
             inv.errors.append(self.write_errors[name])
+        self.check_rights(inv.host, name)
         result = self.handlers[name](inv.host, params)
-        return result.model_dump_json()
+        self.note_started(inv, name, result)
+        return self.contract_fault(inv.host, name, result.model_dump_json())
 
     def _bind(self, name: str, sent: dict[str, Any]) -> dict[str, Any]:
         declared = {p.lower(): p for p in parse_param_names(script_text(name))}

@@ -30,6 +30,7 @@ def script(name: str) -> Callable[[F], F]:
 class ScriptBase:
     estate: Estate
     engine: Engine
+    start_without_job: bool = False
 
     def _vm(self, host: str, vm_id: Any) -> LabVM:
         vm = self.estate.vm(host, str(vm_id or ""))
@@ -80,6 +81,28 @@ class ScriptBase:
             return self.estate.volume_of(host, path)
         except PathError as exc:
             raise ScriptFailed(str(exc), "PathNotFound", "ObjectNotFound") from None
+
+
+def windows_state(vm: LabVM) -> str:
+    """VM.State as Hyper-V reports it: with a Critical suffix when the VM's health is not OK."""
+    return vm.state + ("Critical" if vm.critical else "")
+
+
+def state_name(state: str) -> tuple[str, bool]:
+    """Get-HvmStateName and Test-HvmCritical: the state without its Critical suffix, and whether
+    it had one."""
+    critical = state.endswith("Critical")
+    text = state.removesuffix("Critical")
+    if text in ("Running", "Off", "Saved", "Paused", "Starting", "Stopping"):
+        return text, critical
+    return ("Saved" if text == "FastSaved" else "Other"), critical
+
+
+def heartbeat(vm: LabVM) -> str | None:
+    """Get-HvmHeartbeat: the heartbeat service's status."""
+    if vm.heartbeat is not None:
+        return vm.heartbeat
+    return "OkApplicationsUnknown" if vm.state == "Running" else None
 
 
 def as_list(value: Any) -> list[str]:

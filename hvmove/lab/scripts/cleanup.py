@@ -92,7 +92,7 @@ class CleanupScripts(ScriptBase):
                 if not is_absolute_windows(path):
                     report.refused.append(models.Refusal(path=path, reason="not an absolute path"))
                     continue
-                if ref_key(path) in files:
+                if self.estate.settings.script_refusals and ref_key(path) in files:
                     report.refused.append(
                         models.Refusal(
                             path=path, reason="a virtual machine still references this file"
@@ -140,7 +140,7 @@ class CleanupScripts(ScriptBase):
                 reason = None
                 if not is_absolute_windows(path):
                     reason = "not an absolute path"
-                elif ref_key(path) in files:
+                elif self.estate.settings.script_refusals and ref_key(path) in files:
                     reason = "a virtual machine references this file"
                 elif ref_key(path) in defaults:
                     reason = "a default folder of this host"

@@ -8,7 +8,14 @@ from typing import Any
 
 from hvmove import models
 from hvmove.lab.estate import LabVM, PathError, norm
-from hvmove.lab.scripts.base import ScriptBase, as_list, script
+from hvmove.lab.scripts.base import (
+    ScriptBase,
+    as_list,
+    heartbeat,
+    script,
+    state_name,
+    windows_state,
+)
 from hvmove.lab.wsman import ScriptFailed
 
 
@@ -30,6 +37,11 @@ class InventoryScripts(ScriptBase):
                 if h.cluster_name and o.cluster_name == h.cluster_name
             ],
             running_storage_moves=self.engine.running_on(host),
+            keep_source_supported=h.avoid_removing_vhds,
+            keep_source_detail=""
+            if h.avoid_removing_vhds
+            else "Msvm_VirtualSystemMigrationSettingData has no AvoidRemovingVHDs property on "
+            "this host",
         )
 
     def _vm_info(self, vm: LabVM) -> models.VMInfo:
@@ -65,14 +77,15 @@ class InventoryScripts(ScriptBase):
         return models.VMInfo(
             id=vm.id,
             name=vm.name,
-            state=vm.state,  # type: ignore[arg-type]
+            state=state_name(windows_state(vm))[0],  # type: ignore[arg-type]
+            critical=state_name(windows_state(vm))[1],
             path=vm.configuration_location,
             configuration_location=vm.configuration_location,
             snapshot_file_location=vm.snapshot_file_location,
             smart_paging_file_path=vm.smart_paging_file_path,
             primary_status="Ok",
             secondary_status="StorageMigrationPhaseOne" if migrating else None,
-            heartbeat="OkApplicationsUnknown" if vm.state == "Running" else None,
+            heartbeat=heartbeat(vm),
             replication_state=vm.replication_state,
             config_bytes=(os.path.getsize(config) if config.exists() else 0)
             * self.estate.settings.size_scale,
@@ -141,13 +154,14 @@ class InventoryScripts(ScriptBase):
             return models.VMPaths(
                 id=vm.id,
                 name=vm.name,
-                state=vm.state,  # type: ignore[arg-type]
+                state=state_name(windows_state(vm))[0],  # type: ignore[arg-type]
+                critical=state_name(windows_state(vm))[1],
                 configuration_location=vm.configuration_location,
                 snapshot_file_location=vm.snapshot_file_location,
                 smart_paging_file_path=vm.smart_paging_file_path,
                 disk_paths=[d.path for d in vm.drives if d.path and d.disk_number is None],
                 checkpoint_disk_paths=[x for cp in vm.checkpoints for x in cp.disk_paths],
                 dvd_paths=list(vm.dvd_paths),
-                heartbeat="OkApplicationsUnknown" if vm.state == "Running" else None,
+                heartbeat=heartbeat(vm),
                 secondary_status="StorageMigrationPhaseOne" if migrating else None,
             )

@@ -19,9 +19,13 @@ class MoveScripts(ScriptBase):
     def start_move(self, host: str, p: dict[str, Any]) -> models.MoveStart:
         with self.estate.lock:
             vm = self._vm(host, p.get("VmId"))
+            method = "wmi" if p.get("KeepSource") else "move-vmstorage"
             current = self.engine.newest_job(vm.id)
-            if current is not None and current.running:
+            # the script's own refusal of a second move; a lab setting turns it off so that tests
+            # prove hvmove's guard (look before starting) rather than the script's
+            if current is not None and current.running and self.estate.settings.script_refusals:
                 return models.MoveStart(
+                    method=method,
                     vm_id=vm.id,
                     status="already_running",
                     job=current.to_model(),
@@ -30,12 +34,23 @@ class MoveScripts(ScriptBase):
             items, new_paths, warnings = self._plan(vm, p)
             if not items and not new_paths:
                 return models.MoveStart(
+                    method=method,
                     vm_id=vm.id,
                     status="already_at_destination",
                     message="every component already lives at the destination",
                     warnings=warnings,
                 )
             h = self.estate.host(host)
+            if method == "wmi" and not h.avoid_removing_vhds:
+                # a host whose Msvm_VirtualSystemMigrationSettingData lacks the property
+                raise ScriptFailed(
+                    "Cannot keep the source until verified on this host: "
+                    "Msvm_VirtualSystemMigrationSettingData has no AvoidRemovingVHDs property on "
+                    "this host; move with keep_source_until_verified: false (Move-VMStorage "
+                    "deletes the moved disks' source at the switch)",
+                    "RuntimeException",
+                    "OperationStopped",
+                )
             running = self.engine.running_on(host)
             if running >= h.maximum_storage_migrations:
                 raise ScriptFailed(
@@ -60,10 +75,15 @@ class MoveScripts(ScriptBase):
                 items=items,
                 new_paths=new_paths,
                 retain=bool(p.get("RetainVhdCopiesOnSource")),
+                avoid_removing=method == "wmi",
             )
             self.engine.submit(job)
             return models.MoveStart(
-                vm_id=vm.id, status="started", job=job.to_model(), warnings=warnings
+                vm_id=vm.id,
+                status="started",
+                job=None if self.start_without_job else job.to_model(),
+                warnings=warnings,
+                method=method,
             )
 
     def _plan(
@@ -180,12 +200,23 @@ class MoveScripts(ScriptBase):
         }
         new_paths = {k: v for k, v in new_paths.items() if norm(v) != norm(current[k])}
         items: list[CopyItem] = []
+        parents = {
+            norm(parent)
+            for original in vhds_of_vm.values()
+            if (parent := self._vhd_info(host, original).parent_path)
+        }
         for key, dst in mapping.items():
             src = vhds_of_vm[key]
             parent = self._vhd_info(host, src).parent_path
             parent_dst = mapping.get(norm(parent), parent) if parent else None
             items.append(
-                CopyItem(src=src, dst=dst, is_vhd=True, parent_dst=parent_dst if parent else None)
+                CopyItem(
+                    src=src,
+                    dst=dst,
+                    is_vhd=True,
+                    parent_dst=parent_dst if parent else None,
+                    is_parent=key in parents,
+                )
             )
         if "configuration" in new_paths:
             src = vm.config_file()

@@ -1,0 +1,89 @@
+"""Cancel = stop the copy: Stop-StorageMove on the move's job, the VM stays on its source, the
+partial destination goes, the record says cancelled. A job past the point where Hyper-V accepts a
+cancel (it is switching) is left to finish: the record stays open and the next run verifies it.
+
+Everything is rebuilt from the store and the host, because a cancel is handled in a fresh
+process (Prefect runs on_cancellation hooks after it killed the flow run's process)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from hvmove import pipeline
+from hvmove.config import Config
+from hvmove.hyperv.client import HostClient, open_client
+from hvmove.layout import layout
+from hvmove.models import MoveRequest
+from hvmove.moves import follow
+from hvmove.store import Store
+
+Outcome = Literal["cancelled", "left_to_finish", "finished", "not_running"]
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    outcome: Outcome
+    detail: str
+
+
+def stop_move(
+    client: HostClient, store: Store, move_id: str, reason: str, *, wait_s: float = 120.0
+) -> Cancelled:
+    record = store.get(move_id)
+    if record.status not in ("pending", "running"):
+        return Cancelled("not_running", f"the move is already {record.status}")
+    vm_id = record.vm_id
+    job = client.move_status(vm_id).job
+    if job is not None and job.running:
+        if not job.cancellable:
+            return Cancelled(
+                "left_to_finish",
+                f"the job is at {job.percent_complete}% and switching: Hyper-V no longer "
+                "accepts a cancel; the next run verifies and cleans up",
+            )
+        client.stop_move(vm_id)
+        job = follow(client, vm_id, poll_s=0.5, timeout_s=wait_s)
+        if job is not None and job.running:
+            return Cancelled("left_to_finish", f"the job did not stop within {wait_s:.0f} s")
+    request = MoveRequest.model_validate(record.request)
+    remaining = layout(request, pipeline.vm_info(client, vm_id))
+    if not (remaining.vhds or remaining.configuration):
+        return Cancelled("finished", "the VM is at its destination; the next run verifies it")
+    note = pipeline.remove_own_leftovers(client, record) if record.job_id else ""
+    store.finish(move_id, "cancelled", reason)
+    return Cancelled("cancelled", f"stopped; {record.vm_name} stays on its source{note}")
+
+
+class OverrunGuard:
+    """Stops a move whose own progress says it ends after the hard window end: Hyper-V then
+    leaves the VM on its source. Keeps one client per host for the night."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.clients: dict[str, HostClient] = {}
+
+    def check(self, host: str, vm_id: str, vm: str, end: datetime, now: datetime) -> str | None:
+        """A line for the log when the move was stopped; None when it fits. Raises what the
+        host said when it could not be asked or the stop failed: the caller logs it."""
+        client = self.clients.get(host)
+        if client is None:
+            client = self.clients[host] = open_client(self.cfg, host)
+        job = client.move_status(vm_id).job
+        if job is None or not job.running or job.percent_complete <= 0:
+            return None
+        left = job.elapsed_seconds * (100 - job.percent_complete) / job.percent_complete
+        finish = now + timedelta(seconds=left)
+        if finish <= end:
+            return None
+        client.stop_move(vm_id)
+        return (
+            f"cancelled {vm} on {host}: {job.percent_complete}% done, would end "
+            f"{finish.isoformat(timespec='seconds')}, after the window ({end.isoformat()})"
+        )
+
+    def close(self) -> None:
+        for c in self.clients.values():
+            c.close()
+        self.clients.clear()

@@ -1,0 +1,5 @@
+"""`python -m hvmove.cli`: the same as the hvmove command."""
+
+from hvmove.cli import app
+
+app()

@@ -1,0 +1,61 @@
+"""The README's first contact, as a user runs it: `hvmove lab up`, `hvmove doctor`, `hvmove canary`,
+each its own process; then a lab host with broken prerequisites makes doctor fail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli_lab import hvmove
+
+pytestmark = pytest.mark.slow
+
+
+def test_doctor_then_canary_on_a_fresh_lab_then_broken_hosts(tmp_path: Path) -> None:
+    up = hvmove("lab", "up", "--hosts", "2", "--vms", "4", cwd=tmp_path)
+    try:
+        assert up.returncode == 0, up.stderr
+        before = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "hosts").rglob("*"))
+        doctor = hvmove("doctor", cwd=tmp_path)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "hv01: ready" in doctor.stdout and "hv02: ready" in doctor.stdout
+        canary = hvmove(
+            "canary",
+            "--host",
+            "hv01",
+            "--path",
+            "D:\\VMs",
+            "--to",
+            "E:\\",
+            "--out",
+            "reports",
+            cwd=tmp_path,
+        )
+        assert canary.returncode == 0, canary.stdout + canary.stderr
+        (report,) = (tmp_path / "reports").glob("hvmove-canary-*.json")
+        doc = json.loads(report.read_text())
+        assert doc["ok"] and doc["left_behind"] == [] and len(doc["premises"]) == 8
+        assert report.with_suffix(".md").exists()
+        after = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "hosts").rglob("*"))
+        assert after == before
+        assert hvmove("lab", "down", cwd=tmp_path).returncode == 0
+        estate = json.loads((tmp_path / "estate.json").read_text())
+        estate["hosts"][0]["smb_delegation"] = False
+        estate["hosts"][1]["tls_name"] = "hv02.wrong.example"
+        (tmp_path / "estate.json").write_text(json.dumps(estate))
+        assert hvmove("lab", "up", cwd=tmp_path).returncode == 0
+        broken = hvmove("doctor", "--json", cwd=tmp_path)
+        assert broken.returncode == 1
+        failed = {
+            (h["host"], c["name"]): c["remedy"]
+            for h in json.loads(broken.stdout)["hosts"]
+            for c in h["checks"]
+            if c["status"] == "fail"
+        }
+        assert set(failed) == {("hv01", "share \\\\fs01\\vmstore"), ("hv02", "tls")}
+        assert "cifs" in failed[("hv01", "share \\\\fs01\\vmstore")]
+        assert "subject alternative names" in failed[("hv02", "tls")]
+    finally:
+        hvmove("lab", "down", cwd=tmp_path)
