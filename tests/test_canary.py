@@ -53,12 +53,13 @@ def test_canary_moves_on_both_paths_and_leaves_nothing(lab: Lab, tmp_path: Path)
             f"{path}: {step}" for step in ("prechecks", "copy", "cutover", "verify", "cleanup")
         ]
     assert _premises(report) == {
-        "job visible after the starting session closed": True,
+        "keep-source path: job visible after the starting session closed": True,
         "keep-source path: source kept at the switch": True,
         "brackets in a disk name taken literally": True,
         "Test-VHD on an attached disk": True,
         "known pattern intact after the moves": True,
         "host messages in English": True,
+        "plain Move-VMStorage: job visible after the starting session closed": True,
         "plain Move-VMStorage: source removed at the switch": True,
         "cluster configuration refreshed after the move": None,
     }
@@ -86,7 +87,8 @@ def test_each_premise_comes_out_the_other_way(lab: Lab) -> None:
     tree = _tree(lab)
     report = canary.run(lab.config, "hv01", P, Q, poll_s=0.1)
     seen = _premises(report)
-    assert seen["job visible after the starting session closed"] is False
+    assert seen["keep-source path: job visible after the starting session closed"] is False
+    assert seen["plain Move-VMStorage: job visible after the starting session closed"] is False
     assert seen["brackets in a disk name taken literally"] is False
     assert seen["Test-VHD on an attached disk"] is False
     assert seen["host messages in English"] is False
@@ -94,7 +96,8 @@ def test_each_premise_comes_out_the_other_way(lab: Lab) -> None:
     assert seen["keep-source path: source kept at the switch"] is False
     assert seen["plain Move-VMStorage: source removed at the switch"] is False
     why = {p.name: p.impact for p in report.premises}
-    assert "keep the starting session open" in why["job visible after the starting session closed"]
+    died = why["plain Move-VMStorage: job visible after the starting session closed"]
+    assert "keep the starting session open" in died
     assert "finding 5" in why["brackets in a disk name taken literally"]
     assert "localized" in why["host messages in English"]
     assert "did NOT survive" in why["keep-source path: source kept at the switch"]
@@ -204,4 +207,18 @@ def test_a_folder_that_does_not_exist_is_refused_before_anything_is_made(lab: La
     report = canary.run(lab.config, "hv01", "D:\\NoSuchFolder", Q, poll_s=0.1)
     assert not report.ok
     assert "D:\\NoSuchFolder' does not exist" in report.error
+    assert _tree(lab) == tree and _vms(lab) == vms
+
+
+def test_a_failed_move_still_reports_the_probes_and_leaves_nothing(lab: Lab) -> None:
+    tree, vms = _tree(lab), _vms(lab)
+    # the keep-source copy lands with a corrupt block: verification fails, the run stops there
+    lab.server.engine.inject({"kind": "corrupt_block"})
+    report = canary.run(lab.config, "hv01", P, Q, poll_s=0.1)
+    assert not report.ok
+    assert "verification failed" in report.error
+    failed = [s.name for s in report.steps if not s.ok]
+    assert failed == ["keep-source path: verify"]
+    assert "brackets in a disk name taken literally" in _premises(report)
+    assert report.left_behind == [] and report.removal.kept == []
     assert _tree(lab) == tree and _vms(lab) == vms

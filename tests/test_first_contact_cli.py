@@ -36,7 +36,7 @@ def test_doctor_then_canary_on_a_fresh_lab_then_broken_hosts(tmp_path: Path) -> 
         assert canary.returncode == 0, canary.stdout + canary.stderr
         (report,) = (tmp_path / "reports").glob("hvmove-canary-*.json")
         doc = json.loads(report.read_text())
-        assert doc["ok"] and doc["left_behind"] == [] and len(doc["premises"]) == 8
+        assert doc["ok"] and doc["left_behind"] == [] and len(doc["premises"]) == 9
         assert report.with_suffix(".md").exists()
         after = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "hosts").rglob("*"))
         assert after == before

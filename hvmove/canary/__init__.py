@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PureWindowsPath
 
 from hvmove import models, pipeline, prechecks, shared_storage
-from hvmove.canary.premises import cluster_premise, probe_premises
+from hvmove.canary.premises import PROBED, cluster_premise, probe_premises
 from hvmove.canary.report import CanaryReport, Premise, Step
 from hvmove.config import Config, HostConfig
 from hvmove.errors import ConfigError, HvmoveError
@@ -114,6 +114,10 @@ def run(
             report.premises.append(cluster_premise(facts))
         except HvmoveError as exc:
             report.error = str(exc)
+            if r.created is not None and not any(p.name in PROBED for p in report.premises):
+                # what the host does with brackets or attached disks may be why it failed
+                with contextlib.suppress(HvmoveError):
+                    report.premises += probe_premises(r.client, r.created)
         finally:
             with contextlib.suppress(HvmoveError), r.step("remove the canary") as s:
                 report.removal = remove_canaries(client, roots, canary_id, poll_s)
@@ -187,8 +191,7 @@ def _move(r: _Run, label: str, destination: str, *, keep_source: bool) -> None:
         for drive in (before.get("vm") or {}).get("drives", [])
         for v in drive.get("chain", [])
     }
-    if keep_source:
-        r.report.premises.append(_session_premise(r, request, mid))
+    r.report.premises.append(_session_premise(r, label, request, mid, keep_source))
     with r.step(f"{label}: copy") as s:
         outcome = pipeline.run_copy(
             r.client, r.store, mid, request, retain_source=keep_source, poll_s=r.poll_s
@@ -206,16 +209,23 @@ def _move(r: _Run, label: str, destination: str, *, keep_source: bool) -> None:
     r.store.finish(mid, "completed")
 
 
-def _session_premise(r: _Run, request: models.MoveRequest, move_id: str) -> Premise:
-    """Start the move from a session of its own, close that session, look from another."""
+def _session_premise(
+    r: _Run, label: str, request: models.MoveRequest, move_id: str, keep_source: bool
+) -> Premise:
+    """Start the move from a session of its own, close that session, look from another. The
+    copy step then attaches to the job (or starts again if it died)."""
     with open_client(r.config, r.host.name) as starter:
         start = start_or_attach(
-            starter, request.vm, "all", destination=request.destination or "", keep_source=True
+            starter,
+            request.vm,
+            "all",
+            destination=request.destination or "",
+            keep_source=keep_source,
         )
         at_close = starter.move_status(request.vm).job
     if start.job is not None:
         r.store.update(move_id, job_id=start.job.job_id)
-    name = "job visible after the starting session closed"
+    name = f"{label}: job visible after the starting session closed"
     if at_close is None or not at_close.running:
         return Premise(
             name=name,

@@ -7,6 +7,12 @@ from hvmove.canary.report import Premise
 from hvmove.hyperv.client import HostClient
 from hvmove.models_doctor import CanaryCreated, CanaryPremises
 
+LITERAL = "brackets in a disk name taken literally"
+ATTACHED = "Test-VHD on an attached disk"
+PATTERN = "known pattern intact after the moves"
+LANGUAGE = "host messages in English"
+PROBED = (LITERAL, ATTACHED, PATTERN, LANGUAGE)
+
 
 def probe_premises(client: HostClient, created: CanaryCreated | None) -> list[Premise]:
     """Literal paths, Test-VHD on an attached disk, the pattern, the messages' language; on the
@@ -23,7 +29,7 @@ def probe_premises(client: HostClient, created: CanaryCreated | None) -> list[Pr
     english = p.ui_culture.lower().startswith("en")
     return [
         Premise(
-            name="brackets in a disk name taken literally",
+            name=LITERAL,
             observed=p.literal_path_ok,
             detail=f"Get-VHD -Path '{child}': {p.literal_path_detail}",
             impact="paths with [ ] are safe"
@@ -32,7 +38,7 @@ def probe_premises(client: HostClient, created: CanaryCreated | None) -> list[Pr
             "fail verification or match other files (review finding 5)",
         ),
         Premise(
-            name="Test-VHD on an attached disk",
+            name=ATTACHED,
             observed=p.attached_test_vhd,
             detail=p.attached_detail or "Test-VHD returned True while the disk was mounted",
             impact="verification of running VMs can rely on Test-VHD"
@@ -41,7 +47,7 @@ def probe_premises(client: HostClient, created: CanaryCreated | None) -> list[Pr
             "until it tests another way",
         ),
         Premise(
-            name="known pattern intact after the moves",
+            name=PATTERN,
             observed=bool(p.pattern_sha256) and p.pattern_sha256 == created.pattern_sha256,
             detail=f"written {created.pattern_sha256[:16]}..., read back "
             f"{(p.pattern_sha256 or 'nothing')[:16]}...",
@@ -50,7 +56,7 @@ def probe_premises(client: HostClient, created: CanaryCreated | None) -> list[Pr
             else "the disk's content changed or could not be read back",
         ),
         Premise(
-            name="host messages in English",
+            name=LANGUAGE,
             observed=english,
             detail=f"UI culture {p.ui_culture}; Get-VM says: {p.sample_error} "
             f"[{p.sample_error_id}]",
