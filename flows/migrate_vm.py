@@ -24,7 +24,7 @@ from hvmove.hyperv.client import open_client
 from hvmove.layout import norm
 from hvmove.models import MoveMode, MoveRequest, VhdMapping
 from hvmove.names import display
-from hvmove.plans import Plan, resolve
+from hvmove.plans import Plan, PlanError, request_problem, resolve
 from hvmove.store import Store
 from tasks._common import emit
 from tasks.cancel import stop_on_cancel
@@ -89,6 +89,9 @@ def migrate_vm(
         probe_mib=probe_mib,
         keep_source_until_verified=keep_source_until_verified,
     )
+    problem = request_problem(request)  # before any host is asked: the CLI's very words
+    if problem:
+        raise PlanError(f"migrate-vm parameters ({request.label()}): {problem}")
     # One API client for the whole move: without it every task run and every artifact call
     # builds its own, and each loads the CA bundle into a fresh TLS context (about 20 ms apiece,
     # 0.2 s per move measured with benchmarks/overhead.py), even for an http:// API.

@@ -54,7 +54,8 @@ def _now() -> datetime:
 def _scheduled_start() -> datetime:
     ctx = FlowRunContext.get()
     start = ctx.flow_run.expected_start_time if ctx and ctx.flow_run else None
-    return start or _now()
+    # a plain aware datetime: Prefect's own DateTime type does not mix with stdlib arithmetic
+    return datetime.fromtimestamp(start.timestamp(), UTC) if start else _now()
 
 
 def night_name() -> str:

@@ -193,11 +193,16 @@ def _blockers(
     mode: str = "all",
 ) -> bool:
     """Adds the checks that block a move; True when this move's own job is running."""
-    own_job_running = False
+    own_job_running = _running_move(client, vm, ours, add)
+    _disk_blockers(vm, plan, add)
+    _vm_blockers(vm, plan, options, add, mode)
+    return own_job_running
+
+
+def _running_move(client: HostClient, vm: VMInfo, ours: OwnAttempt, add) -> bool:
     job = client.move_status(vm.id).job
     if job is not None and job.running:
         if ours.job_id and job.job_id == ours.job_id:
-            own_job_running = True
             add(
                 Check(
                     name="move running",
@@ -206,17 +211,16 @@ def _blockers(
                     "step attaches to it",
                 )
             )
-        else:
-            add(
-                Check(
-                    name="move running",
-                    status="fail",
-                    detail=f"another storage move of {vm.name} is running "
-                    f"({job.percent_complete}%)",
-                    remedy="wait for it to finish or stop it (Stop-StorageMove / cancel in "
-                    "Hyper-V Manager)",
-                )
+            return True
+        add(
+            Check(
+                name="move running",
+                status="fail",
+                detail=f"another storage move of {vm.name} is running ({job.percent_complete}%)",
+                remedy="wait for it to finish or stop it (Stop-StorageMove / cancel in "
+                "Hyper-V Manager)",
             )
+        )
     elif vm.secondary_status:
         add(
             Check(
@@ -226,6 +230,11 @@ def _blockers(
                 remedy="wait for the backup, checkpoint merge or other operation to finish",
             )
         )
+    return False
+
+
+def _disk_blockers(vm: VMInfo, plan: MoveLayout, add) -> None:
+    """Disks a storage move cannot take: pass-through, shared, ISOs, two files of one name."""
     passthrough = [d for d in vm.drives if d.pass_through]
     if passthrough:
         add(
@@ -258,6 +267,21 @@ def _blockers(
                 remedy="eject it: Set-VMDvdDrive -VMName <vm> -Path $null",
             )
         )
+    names = [PureWindowsPath(d).name.lower() for d in plan.vhds.values()]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        add(
+            Check(
+                name="file names",
+                status="fail",
+                detail=f"two disks named {', '.join(dupes)} would land in one folder",
+                remedy="use mode 'vhds' with a destination per disk",
+            )
+        )
+
+
+def _vm_blockers(vm: VMInfo, plan: MoveLayout, options: Options, add, mode: str) -> None:
+    """The VM's own state: checkpoints, replication, a state a move cannot start from."""
     if vm.checkpoints:
         status = "warn" if options.allow_checkpoints else "fail"
         add(
@@ -304,18 +328,6 @@ def _blockers(
                 "is low on space)",
             )
         )
-    names = [PureWindowsPath(d).name.lower() for d in plan.vhds.values()]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        add(
-            Check(
-                name="file names",
-                status="fail",
-                detail=f"two disks named {', '.join(dupes)} would land in one folder",
-                remedy="use mode 'vhds' with a destination per disk",
-            )
-        )
-    return own_job_running
 
 
 def _destinations(
@@ -329,36 +341,15 @@ def _destinations(
     cluster: str | None = None,
 ) -> None:
     add = report.checks.append
-    wants: list[tuple[str, int]] = [
-        (dst, plan.vhd_info[src].file_size) for src, dst in plan.vhds.items()
-    ]
-    if plan.configuration:
-        wants.append((plan.configuration, plan.config_bytes))
-    for extra in (plan.snapshot, plan.smart_paging):
-        if extra:
-            wants.append((extra, 0))
+    wants = _wanted(plan)
     source_path = next(iter(plan.vhds), vm.configuration_location)
     try:
         # one call for the destinations and the source: the source's volume is known to exist
         *volumes, source = client.volumes([*(p for p, _ in wants), source_path]).volumes
     except PermanentError as exc:
-        # only the shares the host's message names: a typo elsewhere is not a delegation problem
-        detail = exc.detail.lower()
-        shares = sorted({_share(p) for p, _ in wants if _share(p) and _share(p).lower() in detail})
-        add(
-            Check(
-                name="destination path",
-                status="fail",
-                detail=exc.detail,
-                remedy=double_hop_remedy(client.name, shares)
-                if shares
-                else "give a path on a volume or share this host can reach",
-            )
-        )
+        add(_unreachable_destination(client.name, exc, [p for p, _ in wants]))
         return
     report.source_volume = key_of(client.name, source, cluster)
-    needed: dict[str, int] = defaultdict(int)
-    info: dict[str, models.VolumeInfo] = {}
     existing = client.vhd_facts(list(plan.vhds.values())).disks
     own = {norm(p) for p in ours.destinations}
     # an earlier attempt's partial files already take their space from "free": charging the
@@ -368,7 +359,9 @@ def _destinations(
         for d in existing
         if d.exists and d.vhd is not None and norm(d.path) in own
     }
+    needed: dict[str, int] = defaultdict(int)
     copied: dict[str, int] = defaultdict(int)
+    info: dict[str, models.VolumeInfo] = {}
     for (path, size), vol in zip(wants, volumes, strict=True):
         key = key_of(client.name, vol, cluster)
         done = min(size, credit.get(norm(path), 0))
@@ -383,60 +376,7 @@ def _destinations(
         if plan.vhd_info[s].type != "Fixed"
     )
     for key, need in needed.items():
-        vol = info[key]
-        headroom = int(vol.capacity * options.headroom_percent / 100)
-        after = vol.free - need - reserved.get(key, 0)
-        numbers = {
-            "key": key,
-            "volume": vol.volume,
-            "bytes_needed": need,
-            "free": vol.free,
-            "already_copied": copied[key],
-            "reserved_by_batch": reserved.get(key, 0),
-            "free_after": after,
-            "headroom": headroom,
-            "capacity": vol.capacity,
-        }
-        text = (
-            f"{vol.volume} needs {need / GiB:,.1f} GiB"
-            + (
-                f" more ({copied[key] / GiB:,.1f} GiB already copied by this move)"
-                if copied[key]
-                else ""
-            )
-            + f"; {vol.free / GiB:,.1f} GiB free"
-            + (
-                f", {reserved[key] / GiB:,.1f} GiB reserved by the batch"
-                if reserved.get(key)
-                else ""
-            )
-            + f"; {max(after, 0) / GiB:,.1f} GiB left after the move"
-        )
-        if after < headroom:
-            add(
-                Check(
-                    name="space",
-                    status="fail",
-                    detail=f"{text}, below the {options.headroom_percent:g}% headroom "
-                    f"({headroom / GiB:,.1f} GiB)",
-                    remedy="pick a volume with more free space, free space, or move fewer VMs "
-                    "there in this batch",
-                    numbers=numbers,
-                )
-            )
-        else:
-            add(Check(name="space", status="pass", detail=text, numbers=numbers))
-            if growth and after - growth < 0:
-                add(
-                    Check(
-                        name="dynamic growth",
-                        status="warn",
-                        detail=f"dynamic disks could grow by {growth / GiB:,.1f} GiB, more than "
-                        f"what {vol.volume} keeps free",
-                        remedy="watch the volume; a full volume pauses VMs",
-                        numbers={"growth": growth},
-                    )
-                )
+        _space(add, key, info[key], need, copied[key], reserved.get(key, 0), growth, options)
     theirs = [d.path for d in existing if d.exists and norm(d.path) not in own]
     if theirs:
         add(
@@ -446,6 +386,88 @@ def _destinations(
                 detail=f"already exist: {', '.join(theirs)}",
                 remedy="remove them or choose another destination (Move-VMStorage does not "
                 "overwrite)",
+            )
+        )
+
+
+def _wanted(plan: MoveLayout) -> list[tuple[str, int]]:
+    """Every destination the move writes to, with the bytes it puts there."""
+    wants = [(dst, plan.vhd_info[src].file_size) for src, dst in plan.vhds.items()]
+    if plan.configuration:
+        wants.append((plan.configuration, plan.config_bytes))
+    wants += [(extra, 0) for extra in (plan.snapshot, plan.smart_paging) if extra]
+    return wants
+
+
+def _unreachable_destination(host: str, exc: PermanentError, paths: list[str]) -> Check:
+    # only the shares the host's message names: a typo elsewhere is not a delegation problem
+    detail = exc.detail.lower()
+    shares = sorted({_share(p) for p in paths if _share(p) and _share(p).lower() in detail})
+    return Check(
+        name="destination path",
+        status="fail",
+        detail=exc.detail,
+        remedy=double_hop_remedy(host, shares)
+        if shares
+        else "give a path on a volume or share this host can reach",
+    )
+
+
+def _space(
+    add,
+    key: str,
+    vol: models.VolumeInfo,
+    need: int,
+    copied: int,
+    reserved: int,
+    growth: int,
+    options: Options,
+) -> None:
+    """The space check of one destination volume: what is still to copy, against what is free
+    less the batch's reservations, keeping the headroom."""
+    headroom = int(vol.capacity * options.headroom_percent / 100)
+    after = vol.free - need - reserved
+    numbers = {
+        "key": key,
+        "volume": vol.volume,
+        "bytes_needed": need,
+        "free": vol.free,
+        "already_copied": copied,
+        "reserved_by_batch": reserved,
+        "free_after": after,
+        "headroom": headroom,
+        "capacity": vol.capacity,
+    }
+    text = (
+        f"{vol.volume} needs {need / GiB:,.1f} GiB"
+        + (f" more ({copied / GiB:,.1f} GiB already copied by this move)" if copied else "")
+        + f"; {vol.free / GiB:,.1f} GiB free"
+        + (f", {reserved / GiB:,.1f} GiB reserved by the batch" if reserved else "")
+        + f"; {max(after, 0) / GiB:,.1f} GiB left after the move"
+    )
+    if after < headroom:
+        add(
+            Check(
+                name="space",
+                status="fail",
+                detail=f"{text}, below the {options.headroom_percent:g}% headroom "
+                f"({headroom / GiB:,.1f} GiB)",
+                remedy="pick a volume with more free space, free space, or move fewer VMs "
+                "there in this batch",
+                numbers=numbers,
+            )
+        )
+        return
+    add(Check(name="space", status="pass", detail=text, numbers=numbers))
+    if growth and after - growth < 0:
+        add(
+            Check(
+                name="dynamic growth",
+                status="warn",
+                detail=f"dynamic disks could grow by {growth / GiB:,.1f} GiB, more than "
+                f"what {vol.volume} keeps free",
+                remedy="watch the volume; a full volume pauses VMs",
+                numbers={"growth": growth},
             )
         )
 

@@ -204,3 +204,79 @@ def test_cancelling_the_night_mid_copy_stops_the_job(deployed: Deployed) -> None
     with lab.client() as client:  # the VM stays on its source, the partial copy is gone
         assert client.vm_paths(vm.id).disk_paths[0].startswith("D:\\")
     assert not [p for p in (lab.dir / "hosts/hv01/F").rglob("*") if p.is_file()]
+
+
+def test_cancelling_one_move_mid_copy_stops_its_job(deployed: Deployed) -> None:
+    """A migrate-vm run cancelled on its own: its on_cancellation hook, run by the worker in a
+    fresh process, rebuilds the move from the store and stops the Hyper-V job."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    lab = deployed.lab
+    vm = lab.vm("dc01")
+    store = Store(lab.config.store_url())
+    # slow storage: the copy must outlast the worker's kill and the hook's fresh process
+    lab.server.control("settings", {"rate_scale": 1})
+    with get_client(sync_client=True) as client:
+        move = client.read_deployment_by_name("migrate-vm/migrate-vm")
+        run = client.create_flow_run_from_deployment(
+            move.id,
+            parameters={
+                "host": "hv02",
+                "vm": "dc01",
+                "destination": "F:\\VMs\\dc01",
+                "poll_seconds": 0.5,
+            },
+        )
+        deadline = time.monotonic() + 120
+        while not any(j.percent >= 5 for j in lab.server.engine.jobs_of(vm.id)):
+            assert time.monotonic() < deadline, worker_logs(deployed)
+            time.sleep(0.2)
+        client.set_flow_run_state(run.id, Cancelling(message="change freeze"), force=True)
+    run = wait_final(run.id, timeout=120)
+    assert run.state.is_cancelled(), run.state
+    deadline = time.monotonic() + 60
+    while (record := next(r for r in store.moves() if r.vm_name == "dc01")).status != "cancelled":
+        assert time.monotonic() < deadline, (record.status, record.reason, worker_logs(deployed))
+        time.sleep(0.5)
+    assert "change freeze" in record.reason and record.flow_run_id == str(run.id)
+    assert lab.server.engine.jobs_of(vm.id)[-1].state == "Terminated"
+    with lab.client("hv02") as client:
+        assert client.vm_paths(vm.id).disk_paths[0].startswith("D:\\")
+    assert not [p for p in (lab.dir / "hosts/hv02/F").rglob("*") if p.is_file()]
+
+
+def test_a_bad_move_parameter_is_refused_before_anything_starts(deployed: Deployed) -> None:
+    """The Run form is typed: the server refuses a mode that is not a choice; a path Windows
+    would refuse fails the run with the one line the CLI gives for the same plan entry."""
+    from prefect.client.orchestration import get_client
+
+    from flows.migrate_vm import migrate_vm
+    from hvmove.plans import load_plan
+
+    with get_client(sync_client=True) as client:
+        move = client.read_deployment_by_name("migrate-vm/migrate-vm")
+        before = len(client.read_flow_runs())
+        with pytest.raises(Exception, match=r"(?i)validation"):
+            client.create_flow_run_from_deployment(
+                move.id, parameters={"host": "hv01", "vm": "web01", "mode": "everything"}
+            )
+        assert len(client.read_flow_runs()) == before  # no run was created
+    lab = deployed.lab
+    bad = "E:\\VMs\\web|01"
+    plan = lab.dir / "bad.yaml"
+    plan.write_text(f"moves:\n  - {{host: hv01, vm: web01, destination: '{bad}'}}\n")
+    with pytest.raises(Exception) as cli_error:
+        load_plan(plan)
+    cli_words = str(cli_error.value).split("(web01@hv01): ", 1)[1]
+    state = migrate_vm(
+        host="hv01",
+        vm="web01",
+        destination=bad,
+        config=str(lab.dir / "hvmove.yaml"),
+        return_state=True,
+    )
+    assert state.is_failed() and cli_words in state.message, (cli_words, state.message)
+    assert not lab.server.engine.jobs_of(lab.vm("web01").id) or all(
+        j.state == "Completed" for j in lab.server.engine.jobs_of(lab.vm("web01").id)
+    )

@@ -54,9 +54,16 @@ def test_move_is_visible_in_prefect(prefect_api: str, lab: Lab) -> None:
         run = client.read_flow_run(record.flow_run_id)
         assert run.name == "move web01 on hv01 to E:\\VMs\\web01"
         assert run.state.is_completed()
-        tasks = client.read_task_runs(
-            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id]))
-        )
+        # task runs reach the server as events, recorded some time after the run ends
+        deadline = time.monotonic() + 30
+        while True:
+            tasks = client.read_task_runs(
+                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id]))
+            )
+            done = [t for t in tasks if t.state and t.state.is_completed()]
+            if len(done) >= 5 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert sorted(t.name for t in tasks) == sorted(
             f"{s}-web01" for s in ("prechecks", "copy", "cutover", "verify", "cleanup")
         )

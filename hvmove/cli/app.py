@@ -56,14 +56,21 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+_API: dict[str, str] = {}  # API URL -> its UI URL, as Prefect's settings give them
+
+
 def prefect_api() -> str:
-    """The Prefect API in use (the user's, or a local server started on first use)."""
+    """The Prefect API in use: the one the user's Prefect settings name, or a local server
+    started on first use. Says which on stderr (stdout may carry JSON)."""
     from hvmove.prefect_local import ensure_server
 
-    return ensure_server()
+    api = ensure_server()
+    _API[api.url] = api.ui
+    err.print(plain(api.describe()), highlight=False, soft_wrap=True)
+    return api.url
 
 
 def ui(api: str) -> str:
     from hvmove.prefect_local import ui_url
 
-    return ui_url(api)
+    return _API.get(api) or ui_url(api)
