@@ -214,6 +214,7 @@ def _own_prefect_server(home: Path) -> Iterator[None]:
     from hvmove.prefect_local import ensure_server
 
     os.environ.pop("PREFECT_API_URL", None)
+    os.environ["PREFECT_HOME"] = str(home)  # no profile of anyone else's names another API
     ensure_server(home=home, port=0)  # before Prefect is imported: it reads the URL once
     try:
         yield
