@@ -17,7 +17,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed
 from pydantic import Field
 
-from hvmove import pipeline, reports, shared_storage
+from hvmove import approvals, pipeline, reports, shared_storage
 from hvmove.batch import options_for
 from hvmove.config import Config, load
 from hvmove.hyperv.client import open_client
@@ -183,6 +183,8 @@ def run_move(
             step = "verify"
             verify_task(client, store, move_id, request.vm)
             _step_done(store, move_id, client.name, request.vm, vm_id, "verify")
+            if cfg.cleanup == "approve":  # the source stays until the cleanup-approval flow
+                return _hold_for_approval(store, move_id, client.name, request.vm, vm_id)
             step = "cleanup"
             with shared_storage.asker(cfg) as ask:
                 cleanup_task(client, store, move_id, request.vm, cfg.hosts, ask)
@@ -238,6 +240,17 @@ def run_move(
             message=f"{request.vm} moved and verified",
             data={"move_id": move_id, "status": "completed"},
         )
+
+
+def _hold_for_approval(store: Store, move_id: str, host: str, vm: str, vm_id: str) -> Any:
+    approvals.hold(store, move_id)
+    _report(store, move_id)
+    emit("hvmove.move.awaiting-approval", host, vm, vm_id, move_id=move_id)
+    return Completed(
+        name="Awaiting approval",
+        message=f"{vm}: {approvals.STATUS}, {approvals.REASON}",
+        data={"move_id": move_id, "status": approvals.STATUS},
+    )
 
 
 def _step_done(

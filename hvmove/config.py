@@ -132,6 +132,9 @@ class Config(Strict):
     hosts: list[HostConfig] = Field(min_length=1)
     defaults: Defaults = Defaults()
     store: StoreConfig = StoreConfig()
+    # 'approve': a verified move keeps its source until someone approves the cleanup in the
+    # cleanup-approval flow's form; 'immediate': the move deletes it right after verification
+    cleanup: Literal["immediate", "approve"] = "immediate"
     notifications: NotificationsConfig | None = None
     lab: LabRef | None = None
 
@@ -147,6 +150,11 @@ class Config(Strict):
                     f"host name {host.name!r} appears twice; host names must be unique"
                 )
             seen.add(host.name.lower())
+        if self.cleanup == "approve" and not self.defaults.keep_source_until_verified:
+            raise ValueError(
+                "'cleanup: approve' needs 'defaults.keep_source_until_verified: true': without it "
+                "Hyper-V deletes the source at the switch and there is nothing left to approve"
+            )
         return self
 
     def host(self, name: str) -> HostConfig:

@@ -87,9 +87,10 @@ def night_summary(
     error: str | None = None,
 ) -> dict[str, Any]:
     """The night as data: each move's store row sorted into moved / cancelled / failed."""
-    moved = [r for r in results if r["status"] == "completed"]
+    # 'verified': moved and verified, its source kept until the cleanup is approved
+    moved = [r for r in results if r["status"] in ("completed", "verified")]
     cancelled = [r for r in results if r["status"] == "cancelled"]
-    failed = [r for r in results if r["status"] not in ("completed", "cancelled")]
+    failed = [r for r in results if r["status"] not in ("completed", "verified", "cancelled")]
     seconds = sum(r.get("copy_seconds") or 0 for r in moved)
     total = sum(r.get("bytes") or 0 for r in moved)
 
@@ -104,6 +105,7 @@ def night_summary(
                 "host": r["host"],
                 "bytes": r.get("bytes"),
                 "seconds": r["copy_seconds"],
+                "awaiting_approval": r["status"] == "verified",
                 # the plan's expectation, when a night planned it: ETA accuracy and P90 coverage
                 **{k: r[k] for k in PLANNED if k in r},
             }
@@ -165,6 +167,11 @@ def night_markdown(summary: dict[str, Any], batch_id: str) -> str:
         for item in summary[key]:
             extra = (
                 f"{(item.get('bytes') or 0) / GiB:,.1f} GiB in {item.get('seconds') or 0:,.0f} s"
+                + (
+                    "; source kept, awaiting cleanup approval"
+                    if item.get("awaiting_approval")
+                    else ""
+                )
                 if key == "moved"
                 else item.get("reason", "")
             )

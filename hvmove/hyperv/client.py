@@ -139,7 +139,10 @@ class HostClient:
         try:
             pool = self._ensure_pool()
             ps = PowerShell(pool)
-            ps.add_script(script_text(spec.name))
+            # local scope: each call's variables and functions end with it (pypsrp's default,
+            # None, runs the script dot-sourced in the runspace's global scope and they persist
+            # in the long-lived pool: PowerShell Command.UseLocalScope => _useLocalScope ?? false)
+            ps.add_script(script_text(spec.name), use_local_scope=True)
             if params:
                 ps.add_parameters(params)
             phase = "send"
@@ -216,7 +219,7 @@ class HostClient:
             record = ps.streams.error[0] if ps.streams.error else None
             message = _error_message(record) if record is not None else "script failed"
             error_id = str(getattr(record, "fq_error", "") or "")
-            if e.is_busy_message(message):
+            if e.is_busy(error_id, _category(record), _hresult(record)):
                 return_error: e.HostError = e.HostBusy(self.name, spec.name, message)
             else:
                 return_error = e.ScriptError(self.name, spec.name, message, error_id)
@@ -358,6 +361,25 @@ def _error_message(record: Any) -> str:
         if candidate and candidate != "None":
             return str(candidate)
     return "script failed"
+
+
+def _category(record: Any) -> int | None:
+    """ErrorCategory of an error record, as its number (language-independent)."""
+    value = getattr(record, "category", None)
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _hresult(record: Any) -> int | None:
+    """HResult of the record's exception, when the host sent it."""
+    props = getattr(getattr(record, "exception", None), "adapted_properties", None) or {}
+    value = props.get("HResult") if isinstance(props, dict) else None
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def open_client(config: Config, host_name: str) -> HostClient:

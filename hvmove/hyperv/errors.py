@@ -69,16 +69,32 @@ class ProtocolError(PermanentError):
     """The script's output is not the one JSON document its contract promises."""
 
 
-# Messages of refusals that clear by themselves: Hyper-V's migration limit and "object busy".
-BUSY_MARKERS = (
-    "migration limit",
-    "maximumstoragemigrations",
-    "current state",
-    "already in progress",
-    "being backed up",
+# Refusals that clear by themselves (the migration limit, a VM busy with a backup or a merge) are
+# recognised by what does not depend on the host's language: Hyper-V's messages are localized
+# (review windows-scripts.md finding 10), so the text is never read. ErrorCategory values of
+# System.Management.Automation.ErrorCategory (learn.microsoft.com/dotnet/api/
+# system.management.automation.errorcategory): 19 ResourceBusy, 21 ResourceUnavailable.
+BUSY_CATEGORIES = frozenset({19, 21})
+# FullyQualifiedErrorId, before its ",Command" part: the scripts' own busy refusals (Write-Error
+# -ErrorId), and the WMI return codes they report: 32774 "System is in use" and 32775 "Invalid
+# state for this operation" (migratevirtualsystemtohost-msvm-virtualsystemmigrationservice).
+BUSY_ERROR_IDS = frozenset(
+    {
+        "HvmoveMigrationLimit",
+        "HvmoveWmiReturn32774",
+        "HvmoveWmiReturn32775",
+        "InvalidState",
+        "ObjectInUse",
+    }
 )
+# HRESULTs: ERROR_SHARING_VIOLATION (file in use), ERROR_BUSY, ERROR_INVALID_STATE.
+BUSY_HRESULTS = frozenset({0x80070020, 0x800700AA, 0x8007139F})
 
 
-def is_busy_message(message: str) -> bool:
-    lowered = message.lower()
-    return any(marker in lowered for marker in BUSY_MARKERS)
+def is_busy(error_id: str, category: int | None, hresult: int | None) -> bool:
+    """Whether a script's error is a refusal for now (retry later) rather than a no."""
+    if category in BUSY_CATEGORIES:
+        return True
+    if error_id.split(",", 1)[0].strip() in BUSY_ERROR_IDS:
+        return True
+    return hresult is not None and (hresult & 0xFFFFFFFF) in BUSY_HRESULTS

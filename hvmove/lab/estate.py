@@ -62,6 +62,8 @@ class LabVM(BaseModel):
     # health not OK (e.g. its storage is low on space): Hyper-V reports the state as
     # <State>Critical (RunningCritical, OffCritical, ...), msvm-computersystem HealthState 20/25
     critical: bool = False
+    # busy with another operation (a backup, a checkpoint merge): Hyper-V refuses to move it
+    busy: str | None = None
     # what the heartbeat integration service reports; None: "OkApplicationsUnknown" while running.
     # "NoContact" for a guest without integration services, "Disabled" when the service is off.
     heartbeat: str | None = None

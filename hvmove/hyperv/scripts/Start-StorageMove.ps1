@@ -371,7 +371,8 @@ function Invoke-HvmStorageMove {
             Where-Object { [int]$_.JobType -eq 307 -and [int]$_.JobState -ge 2 -and [int]$_.JobState -le 6 }
     ).Count
     if ($limit -gt 0 -and $hostRunning -ge $limit) {
-        throw "Storage migration limit reached on this host: $hostRunning of $limit (MaximumStorageMigrations) are running; try again when one has finished"
+        # a busy refusal, told by its id and category (messages of a host may be localized)
+        Write-Error -Message "Storage migration limit reached on this host: $hostRunning of $limit (MaximumStorageMigrations) are running; try again when one has finished" -Category ResourceBusy -ErrorId 'HvmoveMigrationLimit'
     }
 
     # 6. Start it. With -KeepSource through WMI (above); otherwise Move-VMStorage -AsJob, which
@@ -388,7 +389,11 @@ function Invoke-HvmStorageMove {
         if ($missing) { throw "Cannot keep the source until verified on this host: $missing; move with keep_source_until_verified: false (Move-VMStorage deletes the moved disks' source at the switch)" }
         $code = Start-HvmWmiStorageMove $vmKey $diskTargets $rootTargets
         if ($code -ne 0 -and $code -ne 4096) {
-            throw "MigrateVirtualSystemToHost returned $code for VM '$($vm.Name)' (4096 = job started; 32775 = invalid state, 32773 = invalid parameter, 32769 = access denied)"
+            # 32774 "System is in use" and 32775 "Invalid state for this operation" clear by
+            # themselves; the code travels in the error id, which is not localized
+            $category = 'InvalidOperation'
+            if ($code -eq 32774 -or $code -eq 32775) { $category = 'ResourceBusy' }
+            Write-Error -Message "MigrateVirtualSystemToHost returned $code for VM '$($vm.Name)' (4096 = job started; 32775 = invalid state, 32773 = invalid parameter, 32769 = access denied)" -Category $category -ErrorId "HvmoveWmiReturn$code"
         }
     } else {
         if ($RetainVhdCopiesOnSource) { $moveArgs['RetainVhdCopiesOnSource'] = $true }
@@ -439,8 +444,10 @@ function Invoke-HvmStorageMove {
         if ($errors.Count -gt 0) { $message = 'Move-VMStorage reported: ' + ($errors -join ' | ') }
         return New-HvmResult $vmId 'started' (ConvertTo-HvmMoveJob $found) $message $warnings.ToArray() $method
     }
-    if ($errors.Count -gt 0) {
-        throw "Move-VMStorage failed for VM '$($vm.Name)': $($errors -join ' | ')"
+    if ($psJob -and $psJob.Error -and @($psJob.Error).Count -gt 0) {
+        # the cmdlet's own error record: its FullyQualifiedErrorId, category and exception
+        # (with HResult) classify it on a host of any language; the message is localized
+        throw @($psJob.Error)[0]
     }
     $state = ''
     if ($psJob) { $state = [string]$psJob.JobStateInfo.State }

@@ -63,6 +63,8 @@ class LabScripts(
         # Start-StorageMove answers "started" with no job: Hyper-V had not created the
         # Msvm_MigrationJob within the script's WaitSeconds (the job appears later)
         self.start_without_job = False
+        # Command.UseLocalScope of each call, in order (None: the runspace's global scope)
+        self.scopes: list[bool | None] = []
 
     # -- dispatch --------------------------------------------------------------------------------
     def dispatch(self, inv: Invocation) -> str:
@@ -77,6 +79,7 @@ class LabScripts(
             )
         params = self._bind(name, inv.params)
         self.calls.append((inv.host, name, params))
+        self.scopes.append(inv.use_local_scope)
         if self.delays.get(name):
             time.sleep(self.delays[name])
         if name in self.write_errors:

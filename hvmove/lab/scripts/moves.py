@@ -11,6 +11,7 @@ from hvmove import models
 from hvmove.lab.engine import CopyItem, Job
 from hvmove.lab.estate import LabVM, is_absolute_windows, norm
 from hvmove.lab.scripts.base import ScriptBase, as_list, script
+from hvmove.lab.scripts.messages import localized
 from hvmove.lab.wsman import ScriptFailed
 
 
@@ -53,20 +54,30 @@ class MoveScripts(ScriptBase):
                 )
             running = self.engine.running_on(host)
             if running >= h.maximum_storage_migrations:
+                # the script's own refusal (Write-Error -Category ResourceBusy -ErrorId ...)
                 raise ScriptFailed(
-                    f"Failed to perform migration on virtual machine '{vm.name}' because virtual "
-                    f"machine migration limit '{h.maximum_storage_migrations}' was reached, please "
-                    "wait for completion of an ongoing migration operation.",
-                    "OperationFailed,Microsoft.HyperV.PowerShell.Commands.MoveVMStorage",
+                    f"Storage migration limit reached on this host: {running} of "
+                    f"{h.maximum_storage_migrations} (MaximumStorageMigrations) are running; try "
+                    "again when one has finished",
+                    "HvmoveMigrationLimit,Invoke-HvmStorageMove",
                     "ResourceBusy",
+                )
+            if vm.busy:
+                # Hyper-V refuses a VM busy with another operation, in the host's language;
+                # the record's id and HRESULT (ERROR_INVALID_STATE) are not translated
+                raise ScriptFailed(
+                    localized(h.ui_culture, "vm_busy", vm=vm.name, id=vm.id),
+                    "InvalidState,Microsoft.HyperV.PowerShell.Commands.MoveVMStorage",
+                    "InvalidOperation",
+                    hresult=0x8007139F,
                 )
             for it in items:
                 if self._local(host, it.dst).exists():
                     raise ScriptFailed(
-                        f"Storage migration for virtual machine '{vm.name}' ({vm.id}) failed: the "
-                        f"file '{it.dst}' already exists. (0x80070050)",
+                        localized(h.ui_culture, "file_exists", vm=vm.name, id=vm.id, path=it.dst),
                         "OperationFailed,Microsoft.HyperV.PowerShell.Commands.MoveVMStorage",
                         "ResourceExists",
+                        hresult=0x80070050,
                     )
             job = Job(
                 job_id=f"Microsoft:{uuid.uuid4()}".upper(),

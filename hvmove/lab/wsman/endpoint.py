@@ -475,6 +475,7 @@ class WSManEndpoint:
             params={str(n): _plain(v) for n, v in first.parameters if n is not None},
             args=[_plain(v) for n, v in first.parameters if n is None],
             shell_id=shell.id,
+            use_local_scope=first.use_local_scope,
         )
         pipe.ps.start()
         # start() queues a PipelineState(Running); a real host does not send it, so drop it.
@@ -492,7 +493,7 @@ class WSManEndpoint:
         inv = pipe.invocation
         assert inv is not None
         outputs: list[Any] = []
-        failure: tuple[str, str, str, str | None] | None = None
+        failure: tuple[str, str, str, str | None, int | None] | None = None
         try:
             result = self.handler(inv)
             if result is None:
@@ -502,7 +503,7 @@ class WSManEndpoint:
             else:
                 outputs = list(result)
         except ScriptFailed as exc:
-            failure = (exc.message, exc.error_id, exc.category, None)
+            failure = (exc.message, exc.error_id, exc.category, None, exc.hresult)
         except Exception as exc:
             # A lab bug must read as a failed script with a message, not as a dropped connection.
             log.exception("lab handler failed for %r on %s", inv.script[:80], inv.host)
@@ -511,6 +512,7 @@ class WSManEndpoint:
                 "LabHandlerError",
                 "NotSpecified",
                 traceback.format_exc(),
+                None,
             )
         with shell.cond:
             if pipe.finished or pipe.closed or shell.closed:

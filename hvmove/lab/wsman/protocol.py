@@ -86,18 +86,24 @@ class Invocation:
     errors: list[str] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
     shell_id: str = ""  # the WinRM shell (one pypsrp RunspacePool) the pipeline runs in
+    use_local_scope: bool | None = None  # Command.UseLocalScope as sent (None: global scope)
 
 
 class ScriptFailed(Exception):
     """Raised by a handler for a terminating error, like ``throw`` in the real script."""
 
     def __init__(
-        self, message: str, error_id: str = "ScriptFailed", category: str = "InvalidOperation"
+        self,
+        message: str,
+        error_id: str = "ScriptFailed",
+        category: str = "InvalidOperation",
+        hresult: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.error_id = error_id
         self.category = category
+        self.hresult = hresult  # the exception's HResult, when Windows gives one
 
 
 Handler = Callable[[Invocation], str | list[str] | None]
@@ -140,10 +146,17 @@ class _Pipe:
             self.ps.stop()  # queues PipelineState(Stopped) with the PipelineStopped record
         self.finished = True
 
-    def fail(self, message: str, error_id: str, category: str, stack: str | None) -> None:
+    def fail(
+        self,
+        message: str,
+        error_id: str,
+        category: str,
+        stack: str | None,
+        hresult: int | None = None,
+    ) -> None:
         # psrpcore 0.3 has no public way to end a pipeline Failed; this private call is the pin.
         self.ps._change_state(
-            PSInvocationState.Failed, _error_record(message, error_id, category, stack)
+            PSInvocationState.Failed, _error_record(message, error_id, category, stack, hresult)
         )
 
     def close(self) -> None:
@@ -323,8 +336,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _error_record(message: str, error_id: str, category: str, stack: str | None) -> ErrorRecord:
-    exception = NETException(Message=message, HResult=-2146233087)
+def _error_record(
+    message: str, error_id: str, category: str, stack: str | None, hresult: int | None = None
+) -> ErrorRecord:
+    # -2146233087 (0x80131501, COR_E_SYSTEM) is a RuntimeException's own HResult
+    code = -2146233087 if hresult is None else hresult
+    if code >= 1 << 31:
+        code -= 1 << 32  # an Int32 on the wire
+    exception = NETException(Message=message, HResult=code)
     # Typed like the RuntimeException a PowerShell `throw` produces, so callers that look at the
     # exception type see what a Windows host would send.
     exception.PSObject.type_names = [
