@@ -187,3 +187,25 @@ def test_history_export_json_and_csv(lab: Lab) -> None:
         )
     )
     assert rows[0]["vm"] == "web01" and rows[0]["steps"] == "prechecks=completed;copy=completed"
+
+
+@pytest.mark.slow
+def test_migrate_exit_code_says_moves_were_blocked(prefect_api: str, lab: Lab) -> None:
+    """0 all admitted moves completed, 2 some blocked/deferred/cancelled, 1 any failed; the
+    codes are in --help."""
+    help_text = CliRunner().invoke(app, ["migrate", "--help"]).output
+    assert "Exit codes: 0 every admitted move completed; 2 some moves" in " ".join(
+        help_text.split()
+    )
+    plan = write_plan(
+        lab,
+        "moves:\n  - {host: hv01, vm: web01, destination: 'E:\\VMs\\web01'}\n"
+        "  - {host: hv01, vm: iso01, destination: 'E:\\VMs\\iso01'}\n",
+    )
+    result = CliRunner().invoke(
+        app,
+        ["migrate", str(plan), "--config", str(lab.dir / "hvmove.yaml"), "--poll", "0.2"],
+    )
+    assert result.exit_code == 2, result.output
+    moves = {r.vm_name: r.status for r in Store(lab.config.store_url()).moves()}
+    assert moves["web01"] == "completed" and "iso01" in result.output
