@@ -26,7 +26,9 @@ from sqlalchemy import (
     Text,
     create_engine,
     func,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import (
@@ -154,6 +156,8 @@ class VolumeSnapshot(Base):
     kind: Mapped[str] = mapped_column(String(16))
     capacity: Mapped[int] = mapped_column(BigInteger)
     free: Mapped[int] = mapped_column(BigInteger)
+    # the failover cluster of the reporting host: a CSV is one volume per cluster
+    cluster: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class VMSnapshot(Base):
@@ -354,6 +358,21 @@ class Store:
             ):
                 states[row.step] = row.state
         return states
+
+
+# Columns added after a store was first created: create_all() makes missing tables, never
+# missing columns, so an older store gets them here (each nullable, so old rows stay valid).
+_ADDED_COLUMNS = {"volume_snapshots": {"cluster": "VARCHAR(255)"}}
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    have = inspect(engine)
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {c["name"] for c in have.get_columns(table)}
+        for name, sql_type in columns.items():
+            if name not in present:
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))
 
 
 def _destination(request: dict[str, Any]) -> str:

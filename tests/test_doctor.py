@@ -182,6 +182,9 @@ def test_cli_exit_codes_and_json(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> N
     _no_delegation(lab)
     bad = CliRunner().invoke(app, ["doctor", "--host", "hv01"])
     assert bad.exit_code == 1 and "hv01: NOT ready" in bad.output
+    md = CliRunner().invoke(app, ["doctor", "--host", "hv01", "--markdown"])
+    assert md.exit_code == 1 and "## hv01 (127.0.0.1:" in md.output
+    assert "| share \\\\fs01\\vmstore | fail | access denied" in md.output
     bad_json = CliRunner().invoke(app, ["doctor", "--host", "hv01", "--json"])
     assert bad_json.exit_code == 1
     failed = [c for c in json.loads(bad_json.output)["hosts"][0]["checks"] if c["status"] == "fail"]
@@ -196,3 +199,16 @@ def test_a_failed_check_must_carry_a_remedy() -> None:
     with pytest.raises(ValueError, match="without a remedy"):
         report.add("rights", "fail", "no rights")
     report.add("rights", "warn", "odd")  # a warning may go without one
+
+
+def test_unreachable_host_and_rejected_password(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    lab.server.endpoint.kill_host("hv02")
+    monkeypatch.setenv("HVMOVE_LAB_PASSWORD", "not-the-password")
+    report = doctor.run(lab.config)
+    hv01, hv02 = report.hosts
+    assert [(c.name, c.status) for c in hv02.checks] == [("reachable", "fail")]
+    assert "WinRM listener" in hv02.checks[0].remedy
+    logon = _check(report, "hv01", "logon")
+    assert logon.status == "fail" and "refused" in logon.detail
+    assert "winrm/config/service/auth" in logon.remedy
+    assert [c.name for c in hv01.checks][-1] == "logon"  # nothing else is tried without a session
