@@ -11,21 +11,29 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.states import Cancelled, Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.urls import url_for
 
 from flows.fanout import Handle, Launcher, launcher
-from hvmove import batch, planner, planning, reports
+from hvmove import batch, planner, planning, reports, runinfo
 from hvmove.cancel import OverrunGuard
 from hvmove.config import Config, load
 from hvmove.models import PrecheckReport
 from hvmove.plans import ResolvedMove
 from hvmove.store import Store, record_as_dict
+from tasks._common import label_run
 from tasks.cancel import stop_night_on_cancel
 
 GiB = 1024**3
@@ -135,6 +143,12 @@ def nightly(
         len(inputs.blocked),
         len(inputs.already_done),
     )
+    label_run(
+        name=runinfo.night_run_name(
+            _local(win.start, night.zone), _local(win.end, night.zone), len(inputs.moves)
+        ),
+        tags=[runinfo.batch_tag(batch_id)],
+    )
     _publish_plan(night.schedule)
     results: dict[str, dict[str, Any]] = {}
     deferred: dict[str, str] = {}
@@ -152,6 +166,11 @@ def nightly(
             key="nightly-report",
             markdown=reports.night_markdown(summary, batch_id),
             description=f"Night {batch_id}",
+        )
+        create_table_artifact(
+            key="nightly-results",
+            table=runinfo.results_table(list(results.values())),
+            description=f"Night {batch_id}: each move's outcome (sortable)",
         )
     verdict = reports.night_verdict(summary)
     if verdict.kind == "failed":
@@ -191,11 +210,13 @@ def _run_night(
 ) -> None:
     log = get_run_logger()
     inputs, win = night.inputs, night.window
+    progress = _Progress(len(inputs.finish_only) + len(inputs.moves), results)
     for mid in inputs.finish_only:  # verify and clean up what a dead run switched already
         job = launch.start(move_params(cfg, inputs.by_id[mid], batch_id, poll_seconds))
         while not job.done():
             time.sleep(0.2)
         results[mid] = _outcome(store, inputs.by_id[mid], job)
+        progress.update()
         log.info(
             "%s: finished what a previous run left: %s",
             inputs.by_id[mid].vm.name,
@@ -243,6 +264,7 @@ def _run_night(
                 finished = flying.pop(mid)
                 results[mid] = _outcome(store, inputs.by_id[mid], finished.job)
                 results[mid].update(_planned(finished))
+                progress.update()
                 if results[mid]["status"] == "completed":
                     key = finished.move.destination_volume
                     consumed[key] = consumed.get(key, 0) + finished.move.reservation
@@ -256,6 +278,31 @@ def _run_night(
         guard.close()
     for mid in pending:
         deferred.setdefault(mid, "not started: the window could not fit it")
+
+
+class _Progress:
+    """'N of M moves finished', as a progress artifact the night updates as moves end."""
+
+    def __init__(self, total: int, results: dict[str, dict[str, Any]]) -> None:
+        self.total, self.results = total, results
+        self.id = create_progress_artifact(
+            0.0, key="nightly-progress", description=runinfo.progress_line(0, total)
+        )
+
+    def update(self) -> None:
+        done = len(self.results)
+        update_progress_artifact(
+            self.id,
+            progress=100.0 * done / self.total if self.total else 100.0,
+            description=runinfo.progress_line(done, self.total),
+        )
+
+
+def _local(at: datetime, zone: str) -> datetime:
+    try:
+        return at.astimezone(ZoneInfo(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return at
 
 
 def _wait_any(jobs: list[Handle], timeout: float) -> None:
@@ -310,6 +357,8 @@ def _outcome(store: Store, move: ResolvedMove, job: Handle) -> dict[str, Any]:
     if row["status"] in ("pending", "running"):  # the run ended but never recorded an end
         row["status"], row["reason"] = "failed", message or "the move's run ended unrecorded"
     row["message"] = message
+    if row.get("flow_run_id"):  # the night's report links each move to its run
+        row["url"] = url_for("flow-run", obj_id=row["flow_run_id"])
     return row
 
 
