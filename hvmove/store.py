@@ -362,7 +362,10 @@ class Store:
 
 # Columns added after a store was first created: create_all() makes missing tables, never
 # missing columns, so an older store gets them here (each nullable, so old rows stay valid).
-_ADDED_COLUMNS = {"volume_snapshots": {"cluster": "VARCHAR(255)"}}
+_ADDED_COLUMNS = {
+    "volume_snapshots": {"cluster": "VARCHAR(255)"},
+    "throughput_samples": {"concurrent": "INTEGER"},
+}
 
 
 def _add_missing_columns(engine: Engine) -> None:
@@ -397,16 +400,6 @@ def _same_target(a: dict[str, Any], b: dict[str, Any]) -> bool:
         json.dumps([a.get(k) for k in keys], sort_keys=True).lower()
         == json.dumps([b.get(k) for k in keys], sort_keys=True).lower()
     )
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Nullable columns added since a store was created (create_all adds tables, not columns)."""
-    from sqlalchemy import inspect, text
-
-    have = {c["name"] for c in inspect(engine).get_columns("throughput_samples")}
-    if "concurrent" not in have:
-        with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE throughput_samples ADD COLUMN concurrent INTEGER"))
 
 
 def record_as_dict(r: MoveRecord, steps: dict[str, str] | None = None) -> dict[str, Any]:
