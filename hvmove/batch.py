@@ -65,6 +65,9 @@ class NightInputs:
     already_done: list[str] = field(default_factory=list)
     finish_only: list[str] = field(default_factory=list)
     by_id: dict[str, ResolvedMove] = field(default_factory=dict)
+    # shared-bandwidth model (hvmove.learning): resource capacities, each move's probe rate
+    bandwidth: dict[str, float] = field(default_factory=dict)
+    probes: dict[str, float | None] = field(default_factory=dict)
 
 
 def move_id(move: ResolvedMove) -> str:
@@ -120,6 +123,7 @@ def night_inputs(
             samples.append(report.mbps * 1e6)
         rate = planner.Throughput.from_samples(samples or [FALLBACK_RATE])
         reserve = sum(report.needed_by_volume.values())
+        out.probes[mid] = report.mbps * 1e6 if report.mbps else None
         out.moves.append(
             planner.PlannedMove(
                 id=mid,
@@ -134,6 +138,8 @@ def night_inputs(
             )
         )
     out.volumes = _night_volumes(cfg, inventories, reports, probe_rates)
+    if store is not None:
+        relearn(out, store, probe_rates)
     d = cfg.defaults
     out.limits = planner.Limits(
         hosts=hosts,
@@ -190,6 +196,20 @@ def _night_volumes(
                     )
                 )
     return out
+
+
+def relearn(out: NightInputs, store: Store, probe_rates: dict[str, float] | None = None) -> None:
+    """Re-estimate the moves' rates alone and the shared bandwidth from the store's history
+    (and what tonight's finished copies added to it): see hvmove.learning."""
+    from hvmove import learning
+
+    if probe_rates is None:
+        probe_rates = {
+            v.key: v.write_bandwidth for v in out.volumes if v.write_bandwidth is not None
+        }
+    model = learning.night_model(learning.observations(store), out.moves, probe_rates)
+    out.moves = [model.planned(m, out.probes.get(m.id), FALLBACK_RATE) for m in out.moves]
+    out.bandwidth = model.bandwidth
 
 
 def any_window(text: str | None, now: datetime, tz: str, margin: timedelta) -> planner.Window:
