@@ -3,11 +3,16 @@ capacity analysis (run on its own schedule next to the nightly batch)."""
 
 from __future__ import annotations
 
+import contextlib
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
 
+from hvmove import runinfo
 from hvmove.config import load
 from hvmove.inventory import HostInventory
 from hvmove.snapshots import record_snapshot
@@ -15,7 +20,16 @@ from hvmove.store import Store
 from tasks.inventory import inventory_host_task
 
 
-@flow(name="inventory-snapshot", flow_run_name="inventory of {config}")
+def run_name() -> str:
+    """'inventory 2026-12-01 06:30 CET': the date in the config's time zone."""
+    now = datetime.now(UTC)
+    # a bad config is the run's own error to report; its name then stays in UTC
+    with contextlib.suppress(Exception):
+        now = now.astimezone(ZoneInfo(load(flow_run.parameters.get("config")).defaults.timezone))
+    return runinfo.inventory_run_name(now)
+
+
+@flow(name="inventory-snapshot", flow_run_name=run_name)
 def inventory_snapshot(config: str = "hvmove.yaml") -> dict[str, Any]:
     log = get_run_logger()
     cfg = load(config)

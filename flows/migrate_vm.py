@@ -17,7 +17,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed
 from pydantic import Field
 
-from hvmove import approvals, pipeline, reports, shared_storage
+from hvmove import approvals, pipeline, reports, runinfo, shared_storage
 from hvmove.batch import options_for
 from hvmove.config import Config, load
 from hvmove.hyperv.client import open_client
@@ -26,7 +26,7 @@ from hvmove.models import MoveMode, MoveRequest, VhdMapping
 from hvmove.names import display
 from hvmove.plans import Plan, PlanError, request_problem, resolve
 from hvmove.store import Store
-from tasks._common import emit
+from tasks._common import emit, label_run
 from tasks.cancel import stop_on_cancel
 from tasks.cleanup import cleanup_task
 from tasks.copy import copy_task
@@ -132,6 +132,7 @@ def run_move(
         )
         move_id = record.id
         store.update(move_id, flow_run_id=str(flow_run.id) if flow_run.id else None)
+        label_run(tags=runinfo.move_tags(client.name, request.vm, batch))
         resumed = record.last_step is not None or record.job_id is not None
         log.info(
             "%s move %s of %s on %s (record %s)",
@@ -166,6 +167,7 @@ def run_move(
                 retain_source=keep,
                 poll_s=poll_seconds,
                 silence_s=cfg.defaults.host_silence_minutes * 60,
+                wait_for=[report],  # the run graph draws the five steps as a chain
             )
             _step_done(
                 store,
@@ -178,16 +180,18 @@ def run_move(
                 seconds=copied.get("seconds"),
             )
             step = "cutover"
-            cutover_task(client, store, move_id, request)
+            switched = cutover_task(client, store, move_id, request, wait_for=[copied])
             _step_done(store, move_id, client.name, request.vm, vm_id, "cutover")
             step = "verify"
-            verify_task(client, store, move_id, request.vm)
+            verified = verify_task(client, store, move_id, request.vm, wait_for=[switched])
             _step_done(store, move_id, client.name, request.vm, vm_id, "verify")
             if cfg.cleanup == "approve":  # the source stays until the cleanup-approval flow
                 return _hold_for_approval(store, move_id, client.name, request.vm, vm_id)
             step = "cleanup"
             with shared_storage.asker(cfg) as ask:
-                cleanup_task(client, store, move_id, request.vm, cfg.hosts, ask)
+                cleanup_task(
+                    client, store, move_id, request.vm, cfg.hosts, ask, wait_for=[verified]
+                )
             _step_done(store, move_id, client.name, request.vm, vm_id, "cleanup")
         except pipeline.Blocked as exc:
             store.finish(move_id, "blocked", str(exc))

@@ -11,21 +11,29 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.states import Cancelled, Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.urls import url_for
 
 from flows.fanout import Handle, Launcher, launcher
-from hvmove import batch, planner, planning, reports
+from hvmove import batch, planner, planning, reports, runinfo
 from hvmove.cancel import OverrunGuard
 from hvmove.config import Config, load
 from hvmove.models import PrecheckReport
 from hvmove.plans import ResolvedMove
 from hvmove.store import Store, record_as_dict
+from tasks._common import label_run
 from tasks.cancel import stop_night_on_cancel
 
 GiB = 1024**3
@@ -38,6 +46,8 @@ class InFlight:
     expected_finish: datetime
     job: Handle
     cancel_requested: bool = False
+    expected_p50: datetime | None = None
+    rate: float | None = None  # planned P90 rate (bytes/s) with shared bandwidth
 
 
 @task(name="plan-prechecks", cache_policy=NO_CACHE, persist_result=False)
@@ -133,6 +143,12 @@ def nightly(
         len(inputs.blocked),
         len(inputs.already_done),
     )
+    label_run(
+        name=runinfo.night_run_name(
+            _local(win.start, night.zone), _local(win.end, night.zone), len(inputs.moves)
+        ),
+        tags=[runinfo.batch_tag(batch_id)],
+    )
     _publish_plan(night.schedule)
     results: dict[str, dict[str, Any]] = {}
     deferred: dict[str, str] = {}
@@ -150,6 +166,11 @@ def nightly(
             key="nightly-report",
             markdown=reports.night_markdown(summary, batch_id),
             description=f"Night {batch_id}",
+        )
+        create_table_artifact(
+            key="nightly-results",
+            table=runinfo.results_table(list(results.values())),
+            description=f"Night {batch_id}: each move's outcome (sortable)",
         )
     verdict = reports.night_verdict(summary)
     if verdict.kind == "failed":
@@ -189,11 +210,13 @@ def _run_night(
 ) -> None:
     log = get_run_logger()
     inputs, win = night.inputs, night.window
+    progress = _Progress(len(inputs.finish_only) + len(inputs.moves), results)
     for mid in inputs.finish_only:  # verify and clean up what a dead run switched already
         job = launch.start(move_params(cfg, inputs.by_id[mid], batch_id, poll_seconds))
         while not job.done():
             time.sleep(0.2)
         results[mid] = _outcome(store, inputs.by_id[mid], job)
+        progress.update()
         log.info(
             "%s: finished what a previous run left: %s",
             inputs.by_id[mid].vm.name,
@@ -213,13 +236,16 @@ def _run_night(
                 win,
                 now,
                 running=[_running(f) for f in flying.values()],
+                bandwidth=inputs.bandwidth,
             )
             deferred.clear()
             deferred.update({m.id: m.detail for m in sched.deferred})
             for due in sched.due(now):
                 move = pending.pop(due.id)
                 job = launch.start(move_params(cfg, inputs.by_id[due.id], batch_id, poll_seconds))
-                flying[due.id] = InFlight(move, now, due.finish_p90, job)
+                flying[due.id] = InFlight(
+                    move, now, due.finish_p90, job, expected_p50=due.finish_p50, rate=due.rate_p90
+                )
                 log.info(
                     "start %s on %s (%.1f GiB, P90 finish %s)",
                     move.vm,
@@ -237,10 +263,12 @@ def _run_night(
             for mid in [k for k, f in flying.items() if f.job.done()]:
                 finished = flying.pop(mid)
                 results[mid] = _outcome(store, inputs.by_id[mid], finished.job)
+                results[mid].update(_planned(finished))
+                progress.update()
                 if results[mid]["status"] == "completed":
                     key = finished.move.destination_volume
                     consumed[key] = consumed.get(key, 0) + finished.move.reservation
-                _learn(pending, results[mid], finished.move)
+                _learn(pending, inputs, store)
                 log.info(
                     "%s on %s: %s", finished.move.vm, finished.move.host, results[mid]["status"]
                 )
@@ -250,6 +278,31 @@ def _run_night(
         guard.close()
     for mid in pending:
         deferred.setdefault(mid, "not started: the window could not fit it")
+
+
+class _Progress:
+    """'N of M moves finished', as a progress artifact the night updates as moves end."""
+
+    def __init__(self, total: int, results: dict[str, dict[str, Any]]) -> None:
+        self.total, self.results = total, results
+        self.id = create_progress_artifact(
+            0.0, key="nightly-progress", description=runinfo.progress_line(0, total)
+        )
+
+    def update(self) -> None:
+        done = len(self.results)
+        update_progress_artifact(
+            self.id,
+            progress=100.0 * done / self.total if self.total else 100.0,
+            description=runinfo.progress_line(done, self.total),
+        )
+
+
+def _local(at: datetime, zone: str) -> datetime:
+    try:
+        return at.astimezone(ZoneInfo(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return at
 
 
 def _wait_any(jobs: list[Handle], timeout: float) -> None:
@@ -278,7 +331,18 @@ def _running(f: InFlight) -> planner.RunningMove:
         destination_volume=f.move.destination_volume,
         expected_finish=f.expected_finish,
         reserved_bytes=f.move.reservation,
+        shares=f.move.shares,
+        rate=f.rate,
     )
+
+
+def _planned(f: InFlight) -> dict[str, Any]:
+    """What the plan expected of a move (seconds from its start), for the ETA accuracy."""
+    return {
+        "planned_p50_s": (f.expected_p50 - f.started).total_seconds() if f.expected_p50 else None,
+        "planned_p90_s": (f.expected_finish - f.started).total_seconds(),
+        "planned_finish_p90": f.expected_finish.isoformat(),
+    }
 
 
 def _outcome(store: Store, move: ResolvedMove, job: Handle) -> dict[str, Any]:
@@ -293,26 +357,20 @@ def _outcome(store: Store, move: ResolvedMove, job: Handle) -> dict[str, Any]:
     if row["status"] in ("pending", "running"):  # the run ended but never recorded an end
         row["status"], row["reason"] = "failed", message or "the move's run ended unrecorded"
     row["message"] = message
+    if row.get("flow_run_id"):  # the night's report links each move to its run
+        row["url"] = url_for("flow-run", obj_id=row["flow_run_id"])
     return row
 
 
 def _learn(
-    pending: dict[str, planner.PlannedMove], row: dict[str, Any], done: planner.PlannedMove
+    pending: dict[str, planner.PlannedMove], inputs: batch.NightInputs, store: Store
 ) -> None:
-    """Re-plan with what the night showed: moves on the same volume pair get the observed rate
-    as a sample next to their estimate."""
-    if row.get("status") != "completed" or not row.get("copy_seconds") or not row.get("bytes"):
-        return
-    observed = row["bytes"] / row["copy_seconds"]
-    for mid, m in list(pending.items()):
-        if (
-            m.source_volumes == done.source_volumes
-            and m.destination_volume == done.destination_volume
-        ):
-            samples = [m.throughput.p50, observed]
-            pending[mid] = m.model_copy(
-                update={"throughput": planner.Throughput.from_samples(samples)}
-            )
+    """Re-plan with what the night showed: the moves still waiting get their rates re-learned
+    from the store, which now holds the copies that just finished, with the concurrency of each
+    of their samples (hvmove.learning)."""
+    inputs.moves = list(pending.values())
+    batch.relearn(inputs, store)
+    pending.update({m.id: m for m in inputs.moves})
 
 
 def _cancel_overruns(

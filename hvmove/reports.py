@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from hvmove import runinfo
 from hvmove.store import STEPS, MoveRecord
 
 GiB = 1024**3
@@ -73,6 +74,9 @@ SECTIONS = (
 )
 
 
+PLANNED = ("planned_p50_s", "planned_p90_s", "planned_finish_p90")
+
+
 def night_summary(
     *,
     window: tuple[str, str],
@@ -92,7 +96,8 @@ def night_summary(
     total = sum(r.get("bytes") or 0 for r in moved)
 
     def why(r: dict[str, Any]) -> dict[str, str]:
-        return {"vm": r["vm"], "host": r["host"], "reason": r.get("reason") or r.get("message", "")}
+        reason = r.get("reason") or r.get("message", "")
+        return {"vm": r["vm"], "host": r["host"], "reason": reason, "url": r.get("url") or ""}
 
     return {
         "window": list(window),
@@ -103,6 +108,9 @@ def night_summary(
                 "bytes": r.get("bytes"),
                 "seconds": r["copy_seconds"],
                 "awaiting_approval": r["status"] == "verified",
+                # the plan's expectation, when a night planned it: ETA accuracy and P90 coverage
+                **{k: r[k] for k in PLANNED if k in r},
+                "url": r.get("url") or "",
             }
             for r in moved
         ],
@@ -170,6 +178,9 @@ def night_markdown(summary: dict[str, Any], batch_id: str) -> str:
                 if key == "moved"
                 else item.get("reason", "")
             )
-            lines.append(f"- **{item['vm']}** on {item['host']}: {extra}")
+            vm = (
+                f"[{runinfo.md_text(item['vm'])}]({item['url']})" if item.get("url") else item["vm"]
+            )
+            lines.append(f"- **{vm}** on {item['host']}: {extra}")
         lines.append("")
     return "\n".join(lines)

@@ -92,6 +92,7 @@ def record_snapshot(
                         kind=v.kind,
                         capacity=v.capacity,
                         free=v.free,
+                        cluster=inv.facts.cluster_name if inv.facts else None,
                     )
                 )
             for vm in inv.vms:

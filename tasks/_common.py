@@ -62,3 +62,20 @@ def recorded(store: Store, move_id: str, step: str) -> Iterator[Callable[[str], 
         store.step_ended(move_id, step, "failed", str(exc)[:2000])
         raise
     store.step_ended(move_id, step, outcome["state"], outcome["detail"])
+
+
+def label_run(name: str | None = None, tags: list[str] | None = None) -> None:
+    """Add TAGS to the current flow run, and rename it to NAME: for what is known only once
+    the run has started (its host, its batch, how many moves a night holds). Applied to the
+    run itself, so it holds however the run was created (subflow, deployment, UI)."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return
+    with get_client(sync_client=True) as client:
+        have = client.read_flow_run(ctx.flow_run.id).tags or []
+        client.update_flow_run(
+            ctx.flow_run.id, name=name, tags=list(dict.fromkeys([*have, *(tags or [])]))
+        )

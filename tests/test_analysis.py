@@ -177,7 +177,7 @@ def test_record_snapshot_writes_volumes_vms_and_disks(tmp_path: Path) -> None:
 
 def test_volume_fill_has_one_row_per_volume_per_snapshot(generated: Store) -> None:
     vf = analysis.volume_fill(generated)
-    assert list(vf.columns[:9]) == [
+    assert list(vf.columns[:10]) == [
         "taken_at",
         "snapshot_id",
         "host",
@@ -185,6 +185,7 @@ def test_volume_fill_has_one_row_per_volume_per_snapshot(generated: Store) -> No
         "kind",
         "capacity",
         "free",
+        "cluster",
         "used",
         "used_pct",
     ]

@@ -167,3 +167,29 @@ def test_cli_shows_names_and_paths_exactly(hostile_lab) -> None:
     bad.write_text("moves:\n  - {host: hv01, vm: 'ghost [prod]', destination: 'E:\\x'}\n")
     refused = CliRunner().invoke(app, ["precheck", str(bad), "--config", config])
     assert refused.exit_code == 1 and "no VM 'ghost [prod]'" in refused.output
+
+
+# what the CLI renders: no character of a name may be read as Rich markup or dropped
+printable = st.text(
+    alphabet=st.characters(
+        blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters="\u00ad"
+    ),
+    min_size=1,
+    max_size=24,
+).filter(lambda s: s.strip() == s and "  " not in s)
+
+
+@settings(max_examples=60, deadline=None)
+@given(vm=printable, host=printable, dest=components, detail=printable)
+def test_cli_tables_print_any_text_exactly(vm: str, host: str, dest: str, detail: str) -> None:
+    from hvmove.cli import render
+    from hvmove.models import Check, PrecheckReport
+
+    report = PrecheckReport(host=host, vm=vm, mode="all", destination=f"E:\\{dest}")
+    report.checks.append(Check(name="vm state", status="fail", detail=detail, remedy=f"[{vm}]"))
+    with render.out.capture() as captured:
+        render.print_checks(report)
+        render.print_precheck_summary([report])
+    text = captured.get()
+    for value in (vm, host, detail, f"[{vm}]"):
+        assert value in text, (value, text)

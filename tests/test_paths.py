@@ -134,3 +134,45 @@ def test_each_refusal_is_one_line_naming_the_rule(path: str, rule: str) -> None:
     problem = path_problem(path)
     assert rule in problem
     assert "\n" not in problem and "\x00" not in problem
+
+
+def test_the_analysis_keeps_two_clusters_csvs_apart(tmp_path) -> None:
+    """Inventory snapshots record each host's cluster: one CSV per cluster in the analysis, two
+    clusters' Volume1 never merged, two nodes' reports of one CSV one volume."""
+    from hvmove.analysis import collapse_shared, volume_fill
+    from hvmove.snapshots import record_snapshot
+    from hvmove.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    invs = [_inventory("hv01", "CLU1"), _inventory("hv02", "CLU1"), _inventory("hv03", "CLU2")]
+    record_snapshot(store, invs)
+    vf = volume_fill(store)
+    assert set(vf["cluster"]) == {"CLU1", "CLU2"}
+    csv = collapse_shared(vf)
+    csv = csv[csv["kind"] == "csv"]
+    assert sorted(csv["key"]) == [("clu1", CSV.lower()), ("clu2", CSV.lower())]
+    assert sorted(csv["host"]) == ["hv01, hv02", "hv03"]
+
+
+def test_an_older_store_gets_the_cluster_column(tmp_path) -> None:
+    from sqlalchemy import create_engine, inspect, text
+
+    from hvmove.store import Store
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = create_engine(url)
+    with old.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE volume_snapshots (id INTEGER PRIMARY KEY, snapshot_id INTEGER, "
+                "host VARCHAR(255), volume VARCHAR(255), kind VARCHAR(16), capacity BIGINT, "
+                "free BIGINT)"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO volume_snapshots VALUES (1, 1, 'hv01', 'E:\\', 'local', 1, 1)")
+        )
+    old.dispose()
+    store = Store(url)
+    assert "cluster" in {c["name"] for c in inspect(store.engine).get_columns("volume_snapshots")}
+    Store(url)  # and again: nothing to add the second time

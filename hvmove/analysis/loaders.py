@@ -62,7 +62,7 @@ def _frame(
 
 def volume_fill(store: StoreLike) -> pd.DataFrame:
     """One row per volume per snapshot: taken_at, snapshot_id, host, volume, kind, capacity, free,
-    used, used_pct (bytes; percent of capacity)."""
+    cluster (of the reporting host, or empty), used, used_pct (bytes; percent of capacity)."""
     stmt = (
         select(
             Snapshot.taken_at,
@@ -72,6 +72,7 @@ def volume_fill(store: StoreLike) -> pd.DataFrame:
             VolumeSnapshot.kind,
             VolumeSnapshot.capacity,
             VolumeSnapshot.free,
+            VolumeSnapshot.cluster,
         )
         .join(Snapshot, Snapshot.id == VolumeSnapshot.snapshot_id)
         .order_by(Snapshot.taken_at, VolumeSnapshot.host, VolumeSnapshot.volume)

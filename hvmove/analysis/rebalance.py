@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from hvmove.analysis.loaders import GiB
-from hvmove.analysis.volumes import root_key, volume_key
+from hvmove.analysis.volumes import cluster_of, root_key, volume_key
 from hvmove.models import MoveRequest, Plan
 from hvmove.snapshots import BLOCKER_TYPES, ISO, PASS_THROUGH, SHARED_VHDX
 
@@ -136,7 +136,8 @@ def _load_volumes(volumes: pd.DataFrame) -> dict[VolKey, _Vol]:
     """One ``_Vol`` per volume; a share reported by several hosts is one, seen by all of them."""
     vols: dict[VolKey, _Vol] = {}
     for row in volumes.itertuples(index=False):
-        key = volume_key(str(row.host), str(row.volume), str(row.kind))
+        cluster = cluster_of(getattr(row, "cluster", None))
+        key = volume_key(str(row.host), str(row.volume), str(row.kind), cluster)
         vol = vols.get(key)
         if vol is None:
             used = int(row.capacity) - int(row.free)
@@ -156,14 +157,14 @@ def _load_volumes(volumes: pd.DataFrame) -> dict[VolKey, _Vol]:
     return {k: v for k, v in vols.items() if v.capacity > 0}
 
 
-def _crossing(forecast: pd.DataFrame | None) -> set[VolKey]:
+def _crossing(forecast: pd.DataFrame | None, vols: dict[VolKey, _Vol]) -> set[VolKey]:
     """Volumes the forecast expects to cross the threshold: never destinations."""
     crossing: set[VolKey] = set()
     if forecast is not None and not forecast.empty:
         for row in forecast.itertuples(index=False):
             if row.status != "ok":
                 for host in str(row.host).split(", "):
-                    crossing.add(volume_key(host, str(row.volume), str(row.kind)))
+                    crossing.add(_key_of(vols, host, str(row.volume)))
     return crossing
 
 
@@ -184,10 +185,15 @@ def _odx_seen(moves_history: pd.DataFrame | None) -> set[tuple[str, str, str]]:
 
 
 def _key_of(vols: dict[VolKey, _Vol], host: str, root: str) -> VolKey:
-    for k in ((host.lower(), root_key(root)), ("*", root_key(root))):
-        if k in vols:
+    """The volume ``host`` sees at ``root``: its own local one, or the share or CSV (of its
+    cluster) among those it sees."""
+    root = root_key(root)
+    if (host.lower(), root) in vols:
+        return (host.lower(), root)
+    for k, vol in vols.items():
+        if k[1] == root and host.lower() in vol.hosts:
             return k
-    return (host.lower(), root_key(root))
+    return ("*", root) if ("*", root) in vols else (host.lower(), root)
 
 
 @dataclass
@@ -480,7 +486,7 @@ def rebalance(
     search = _Search(
         vols=vols,
         limit_pct=threshold_pct - margin_pct,
-        crossing=_crossing(forecast),
+        crossing=_crossing(forecast, vols),
         excluded_roots={root_key(r) for r in exclude_volumes},
         odx_seen=_odx_seen(moves_history),
     )

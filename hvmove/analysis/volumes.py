@@ -22,6 +22,11 @@ def volume_key(host: str, volume: str, kind: str, cluster: str | None = None) ->
     return (scope if scope not in ("", UNKNOWN_CLUSTER) else "*", root_key(volume))
 
 
+def cluster_of(value: object) -> str | None:
+    """A cluster name from a frame cell: empty, None or NaN (an older snapshot) is unknown."""
+    return value if isinstance(value, str) and value else None
+
+
 def collapse_shared(vf: pd.DataFrame) -> pd.DataFrame:
     """``volume_fill`` rows with each shared volume (SMB share, CSV) once per snapshot instead of
     once per reporting host; ``host`` lists those hosts, ``hosts`` holds them as a tuple."""
@@ -31,8 +36,10 @@ def collapse_shared(vf: pd.DataFrame) -> pd.DataFrame:
         out["hosts"] = pd.Series(dtype=object)
         return out
     df = vf.copy()
+    clusters = df["cluster"] if "cluster" in df.columns else [None] * len(df)
     df["key"] = [
-        volume_key(h, v, k) for h, v, k in zip(df["host"], df["volume"], df["kind"], strict=True)
+        volume_key(h, v, k, cluster_of(c))
+        for h, v, k, c in zip(df["host"], df["volume"], df["kind"], clusters, strict=True)
     ]
     rows = []
     for (key, snap), g in df.groupby(["key", "snapshot_id"], sort=False):

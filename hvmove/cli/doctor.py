@@ -3,6 +3,7 @@ for real): the first two commands to run against real hosts."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +20,14 @@ HostOpt = Annotated[
 
 @app.command()
 @friendly
-def doctor(config: ConfigOpt = None, host: HostOpt = None, as_json: JsonOpt = False) -> None:
+def doctor(
+    config: ConfigOpt = None,
+    host: HostOpt = None,
+    as_json: JsonOpt = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="print the report as markdown (for a bug report)")
+    ] = False,
+) -> None:
     """Check, read-only, that each host is ready for hvmove; every failure with its remedy.
     Exit 0 when everything a move needs passes, 1 otherwise."""
     from hvmove import doctor as doc
@@ -28,6 +36,8 @@ def doctor(config: ConfigOpt = None, host: HostOpt = None, as_json: JsonOpt = Fa
     report = doc.run(load(config), host or None)
     if as_json:
         print_json(report.as_json())
+    elif markdown:
+        sys.stdout.write(report.markdown())
     else:
         for h in report.hosts:
             verdict = "[green]ready[/]" if h.ok else "[bold red]NOT ready[/]"
