@@ -46,6 +46,8 @@ class InFlight:
     expected_finish: datetime
     job: Handle
     cancel_requested: bool = False
+    expected_p50: datetime | None = None
+    rate: float | None = None  # planned P90 rate (bytes/s) with shared bandwidth
 
 
 @task(name="plan-prechecks", cache_policy=NO_CACHE, persist_result=False)
@@ -234,13 +236,16 @@ def _run_night(
                 win,
                 now,
                 running=[_running(f) for f in flying.values()],
+                bandwidth=inputs.bandwidth,
             )
             deferred.clear()
             deferred.update({m.id: m.detail for m in sched.deferred})
             for due in sched.due(now):
                 move = pending.pop(due.id)
                 job = launch.start(move_params(cfg, inputs.by_id[due.id], batch_id, poll_seconds))
-                flying[due.id] = InFlight(move, now, due.finish_p90, job)
+                flying[due.id] = InFlight(
+                    move, now, due.finish_p90, job, expected_p50=due.finish_p50, rate=due.rate_p90
+                )
                 log.info(
                     "start %s on %s (%.1f GiB, P90 finish %s)",
                     move.vm,
@@ -258,11 +263,12 @@ def _run_night(
             for mid in [k for k, f in flying.items() if f.job.done()]:
                 finished = flying.pop(mid)
                 results[mid] = _outcome(store, inputs.by_id[mid], finished.job)
+                results[mid].update(_planned(finished))
                 progress.update()
                 if results[mid]["status"] == "completed":
                     key = finished.move.destination_volume
                     consumed[key] = consumed.get(key, 0) + finished.move.reservation
-                _learn(pending, results[mid], finished.move)
+                _learn(pending, inputs, store)
                 log.info(
                     "%s on %s: %s", finished.move.vm, finished.move.host, results[mid]["status"]
                 )
@@ -325,7 +331,18 @@ def _running(f: InFlight) -> planner.RunningMove:
         destination_volume=f.move.destination_volume,
         expected_finish=f.expected_finish,
         reserved_bytes=f.move.reservation,
+        shares=f.move.shares,
+        rate=f.rate,
     )
+
+
+def _planned(f: InFlight) -> dict[str, Any]:
+    """What the plan expected of a move (seconds from its start), for the ETA accuracy."""
+    return {
+        "planned_p50_s": (f.expected_p50 - f.started).total_seconds() if f.expected_p50 else None,
+        "planned_p90_s": (f.expected_finish - f.started).total_seconds(),
+        "planned_finish_p90": f.expected_finish.isoformat(),
+    }
 
 
 def _outcome(store: Store, move: ResolvedMove, job: Handle) -> dict[str, Any]:
@@ -346,22 +363,14 @@ def _outcome(store: Store, move: ResolvedMove, job: Handle) -> dict[str, Any]:
 
 
 def _learn(
-    pending: dict[str, planner.PlannedMove], row: dict[str, Any], done: planner.PlannedMove
+    pending: dict[str, planner.PlannedMove], inputs: batch.NightInputs, store: Store
 ) -> None:
-    """Re-plan with what the night showed: moves on the same volume pair get the observed rate
-    as a sample next to their estimate."""
-    if row.get("status") != "completed" or not row.get("copy_seconds") or not row.get("bytes"):
-        return
-    observed = row["bytes"] / row["copy_seconds"]
-    for mid, m in list(pending.items()):
-        if (
-            m.source_volumes == done.source_volumes
-            and m.destination_volume == done.destination_volume
-        ):
-            samples = [m.throughput.p50, observed]
-            pending[mid] = m.model_copy(
-                update={"throughput": planner.Throughput.from_samples(samples)}
-            )
+    """Re-plan with what the night showed: the moves still waiting get their rates re-learned
+    from the store, which now holds the copies that just finished, with the concurrency of each
+    of their samples (hvmove.learning)."""
+    inputs.moves = list(pending.values())
+    batch.relearn(inputs, store)
+    pending.update({m.id: m for m in inputs.moves})
 
 
 def _cancel_overruns(

@@ -65,6 +65,9 @@ class NightInputs:
     already_done: list[str] = field(default_factory=list)
     finish_only: list[str] = field(default_factory=list)
     by_id: dict[str, ResolvedMove] = field(default_factory=dict)
+    # shared-bandwidth model (hvmove.learning): resource capacities, each move's probe rate
+    bandwidth: dict[str, float] = field(default_factory=dict)
+    probes: dict[str, float | None] = field(default_factory=dict)
 
 
 def move_id(move: ResolvedMove) -> str:
@@ -120,6 +123,7 @@ def night_inputs(
             samples.append(report.mbps * 1e6)
         rate = planner.Throughput.from_samples(samples or [FALLBACK_RATE])
         reserve = sum(report.needed_by_volume.values())
+        out.probes[mid] = report.mbps * 1e6 if report.mbps else None
         out.moves.append(
             planner.PlannedMove(
                 id=mid,
@@ -133,30 +137,55 @@ def night_inputs(
                 odx=bool(report.odx),
             )
         )
+    out.volumes = _night_volumes(cfg, inventories, reports, probe_rates)
+    if store is not None:
+        relearn(out, store, probe_rates)
+    d = cfg.defaults
+    out.limits = planner.Limits(
+        hosts=hosts,
+        source_volume=d.moves_per_source_volume,
+        destination_volume=d.moves_per_destination_volume,
+    )
+    return out
+
+
+def _night_volumes(
+    cfg: Config,
+    inventories: list[HostInventory],
+    reports: list[PrecheckReport],
+    probe_rates: dict[str, float],
+) -> list[planner.VolumeState]:
+    """Every volume once, by its estate-wide key: those the hosts reported, then destinations no
+    VM uses yet (a new share) known from prechecks."""
     seen: set[str] = set()
     headroom = cfg.defaults.headroom_percent
+    out: list[planner.VolumeState] = []
     for inv in inventories:
+        cluster = inv.facts.cluster_name if inv.facts else None
         for vol in inv.volumes:
-            key = key_of(inv.name, vol, inv.facts.cluster_name if inv.facts else None)
+            key = key_of(inv.name, vol, cluster)
             if key in seen or vol.capacity <= 0:
                 continue
             seen.add(key)
-            out.volumes.append(
+            where = {"smb": "", "csv": f" on {cluster or 'its cluster'}"}.get(
+                vol.kind, f" on {inv.name}"
+            )
+            out.append(
                 planner.VolumeState(
                     key=key,
                     capacity=vol.capacity,
                     free=min(vol.free, vol.capacity),
                     headroom_percent=headroom,
                     write_bandwidth=probe_rates.get(key),
-                    label=f"{vol.volume} on {inv.name}" if vol.kind != "smb" else vol.volume,
+                    label=f"{vol.volume}{where}",
                 )
             )
-    for report in reports:  # destinations no VM uses yet (a new share) are known from prechecks
+    for report in reports:
         for c in report.checks:
             n = c.numbers
             if c.name == "space" and n.get("key") not in seen and n.get("capacity"):
                 seen.add(str(n["key"]))
-                out.volumes.append(
+                out.append(
                     planner.VolumeState(
                         key=str(n["key"]),
                         capacity=int(n["capacity"]),
@@ -166,13 +195,21 @@ def night_inputs(
                         label=str(n["volume"]),
                     )
                 )
-    d = cfg.defaults
-    out.limits = planner.Limits(
-        hosts=hosts,
-        source_volume=d.moves_per_source_volume,
-        destination_volume=d.moves_per_destination_volume,
-    )
     return out
+
+
+def relearn(out: NightInputs, store: Store, probe_rates: dict[str, float] | None = None) -> None:
+    """Re-estimate the moves' rates alone and the shared bandwidth from the store's history
+    (and what tonight's finished copies added to it): see hvmove.learning."""
+    from hvmove import learning
+
+    if probe_rates is None:
+        probe_rates = {
+            v.key: v.write_bandwidth for v in out.volumes if v.write_bandwidth is not None
+        }
+    model = learning.night_model(learning.observations(store), out.moves, probe_rates)
+    out.moves = [model.planned(m, out.probes.get(m.id), FALLBACK_RATE) for m in out.moves]
+    out.bandwidth = model.bandwidth
 
 
 def any_window(text: str | None, now: datetime, tz: str, margin: timedelta) -> planner.Window:

@@ -154,7 +154,8 @@ def run_copy(
             eta = elapsed * (100 - job.percent_complete) / job.percent_complete
             mbps = mbps if mbps is not None else done / elapsed / 1e6
         last.update(t=time.monotonic(), done=done)
-        store.add_sample(move_id, job.percent_complete, done, mbps)
+        # with how many copies it shared its volumes: the planner learns the rate alone from it
+        store.add_sample(move_id, job.percent_complete, done, mbps, store.copies_sharing(move_id))
         if on_progress is not None:
             on_progress(Progress(job.percent_complete, done, mbps, eta, job.job_state))
 

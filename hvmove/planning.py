@@ -69,5 +69,7 @@ def prepare(
     reports = prechecks(cfg, moves, store)
     inputs = batch.night_inputs(cfg, moves, reports, inventories, store)
     assert inputs.limits is not None
-    schedule = planner.plan(inputs.moves, inputs.volumes, inputs.limits, win, now)
+    schedule = planner.plan(
+        inputs.moves, inputs.volumes, inputs.limits, win, now, bandwidth=inputs.bandwidth
+    )
     return Night(win, cfg.defaults.timezone, moves, inventories, reports, inputs, schedule)

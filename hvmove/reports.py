@@ -74,6 +74,9 @@ SECTIONS = (
 )
 
 
+PLANNED = ("planned_p50_s", "planned_p90_s", "planned_finish_p90")
+
+
 def night_summary(
     *,
     window: tuple[str, str],
@@ -105,6 +108,8 @@ def night_summary(
                 "bytes": r.get("bytes"),
                 "seconds": r["copy_seconds"],
                 "awaiting_approval": r["status"] == "verified",
+                # the plan's expectation, when a night planned it: ETA accuracy and P90 coverage
+                **{k: r[k] for k in PLANNED if k in r},
                 "url": r.get("url") or "",
             }
             for r in moved

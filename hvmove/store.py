@@ -133,6 +133,9 @@ class ThroughputSample(Base):
     percent: Mapped[int] = mapped_column(Integer)
     bytes_done: Mapped[int] = mapped_column(BigInteger)
     mbps: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # copies sharing this move's volumes when the sample was taken, itself included: a rate is a
+    # share of the volumes, and the planner learns the rate alone from it (hvmove.throughput)
+    concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Snapshot(Base):
@@ -286,11 +289,44 @@ class Store:
     def finish(self, move_id: str, status: str, reason: str = "") -> None:
         self.update(move_id, status=status, reason=reason, finished_at=utcnow())
 
-    def add_sample(self, move_id: str, percent: int, bytes_done: int, mbps: float | None) -> None:
+    def add_sample(
+        self,
+        move_id: str,
+        percent: int,
+        bytes_done: int,
+        mbps: float | None,
+        concurrent: int | None = None,
+    ) -> None:
         with self.session() as s:
             s.add(
-                ThroughputSample(move_id=move_id, percent=percent, bytes_done=bytes_done, mbps=mbps)
+                ThroughputSample(
+                    move_id=move_id,
+                    percent=percent,
+                    bytes_done=bytes_done,
+                    mbps=mbps,
+                    concurrent=concurrent,
+                )
             )
+
+    def copies_sharing(self, move_id: str) -> int:
+        """Moves copying now (copy step running) that share a source or destination volume with
+        this one, itself included."""
+        with self.session() as s:
+            me = s.get(MoveRecord, move_id)
+            if me is None:
+                return 0
+            vols = {v for v in (me.source_volume, me.destination_volume) if v}
+            copying = (
+                select(func.count(func.distinct(MoveRecord.id)))
+                .join(StepRecord, StepRecord.move_id == MoveRecord.id)
+                .where(StepRecord.step == "copy", StepRecord.state == "running")
+                .where(
+                    (MoveRecord.id == move_id)
+                    | MoveRecord.source_volume.in_(vols)
+                    | MoveRecord.destination_volume.in_(vols)
+                )
+            )
+            return max(1, int(s.scalar(copying) or 0))
 
     def moves(self, limit: int | None = None) -> list[MoveRecord]:
         with self.session() as s:
@@ -326,7 +362,10 @@ class Store:
 
 # Columns added after a store was first created: create_all() makes missing tables, never
 # missing columns, so an older store gets them here (each nullable, so old rows stay valid).
-_ADDED_COLUMNS = {"volume_snapshots": {"cluster": "VARCHAR(255)"}}
+_ADDED_COLUMNS = {
+    "volume_snapshots": {"cluster": "VARCHAR(255)"},
+    "throughput_samples": {"concurrent": "INTEGER"},
+}
 
 
 def _add_missing_columns(engine: Engine) -> None:

@@ -43,6 +43,7 @@ def test_doctor_then_canary_on_a_fresh_lab_then_broken_hosts(tmp_path: Path) -> 
         assert hvmove("lab", "down", cwd=tmp_path).returncode == 0
         estate = json.loads((tmp_path / "estate.json").read_text())
         estate["hosts"][0]["smb_delegation"] = False
+        estate["hosts"][0]["winrm_max_shells_per_user"] = 2
         estate["hosts"][1]["tls_name"] = "hv02.wrong.example"
         (tmp_path / "estate.json").write_text(json.dumps(estate))
         assert hvmove("lab", "up", cwd=tmp_path).returncode == 0
@@ -54,8 +55,31 @@ def test_doctor_then_canary_on_a_fresh_lab_then_broken_hosts(tmp_path: Path) -> 
             for c in h["checks"]
             if c["status"] == "fail"
         }
-        assert set(failed) == {("hv01", "share \\\\fs01\\vmstore"), ("hv02", "tls")}
+        assert set(failed) == {
+            ("hv01", "share \\\\fs01\\vmstore"),
+            ("hv01", "winrm quotas"),
+            ("hv02", "tls"),
+        }
         assert "cifs" in failed[("hv01", "share \\\\fs01\\vmstore")]
         assert "subject alternative names" in failed[("hv02", "tls")]
+    finally:
+        hvmove("lab", "down", cwd=tmp_path)
+
+
+def test_lab_up_with_a_host_without_rights(tmp_path: Path) -> None:
+    """A deliberate fault is not a failed `lab up`: the host answers, with a refusal."""
+    assert hvmove("lab", "up", "--hosts", "1", "--vms", "1", cwd=tmp_path).returncode == 0
+    try:
+        assert hvmove("lab", "down", cwd=tmp_path).returncode == 0
+        estate = json.loads((tmp_path / "estate.json").read_text())
+        estate["hosts"][0]["rights"] = "none"
+        (tmp_path / "estate.json").write_text(json.dumps(estate))
+        up = hvmove("lab", "up", cwd=tmp_path)
+        assert up.returncode == 0, up.stderr
+        doctor = hvmove("doctor", "--json", cwd=tmp_path)
+        assert doctor.returncode == 1
+        checks = {c["name"]: c for c in json.loads(doctor.stdout)["hosts"][0]["checks"]}
+        assert checks["rights"]["status"] == "fail"
+        assert "Hyper-V Administrators" in checks["rights"]["remedy"]
     finally:
         hvmove("lab", "down", cwd=tmp_path)

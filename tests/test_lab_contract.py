@@ -75,16 +75,21 @@ def test_vm_paths_vhd_facts_and_remove(client, lab: Lab) -> None:
     ok, missing = facts.disks
     assert ok.exists and ok.test_ok and ok.vhd and ok.vhd.attached
     assert not missing.exists and missing.test_ok is None
-    # a referenced disk is refused; an unreferenced file and its emptied folder go
-    stray = lab.dir / "hosts/hv01/D/old/leftover.vhdx"
+    # a referenced disk is refused, and so is a "disk" Get-VHD cannot read (it might be in use);
+    # an unreferenced file and its emptied folder go
+    stray = lab.dir / "hosts/hv01/D/old/leftover.tmp"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"x")
+    torn = lab.dir / "hosts/hv01/D/bad/torn.vhdx"
+    torn.parent.mkdir(parents=True)
+    torn.write_bytes(b"x")
     report = client.remove_files(
-        [web.drives[0].path, "D:\\old\\leftover.vhdx", "D:\\old\\gone.vhdx"],
+        [web.drives[0].path, "D:\\old\\leftover.tmp", "D:\\old\\gone.vhdx", "D:\\bad\\torn.vhdx"],
         ["D:\\old", "D:\\VMs\\web01"],
     )
-    assert [r.path for r in report.refused] == [web.drives[0].path]
-    assert report.removed == ["D:\\old\\leftover.vhdx"]
+    assert [r.path for r in report.refused] == [web.drives[0].path, "D:\\bad\\torn.vhdx"]
+    assert "Get-VHD failed" in report.refused[1].reason and torn.exists()
+    assert report.removed == ["D:\\old\\leftover.tmp"]
     assert report.absent == ["D:\\old\\gone.vhdx"]
     assert report.folders_removed == ["D:\\old"]
     assert [k.path for k in report.folders_kept] == ["D:\\VMs\\web01"]

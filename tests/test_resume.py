@@ -87,10 +87,12 @@ def test_rerun_after_a_crash_at_each_step_finishes_with_one_start(
 def test_rerun_after_a_crash_mid_copy_attaches_and_charges_only_what_remains(
     lab: Lab, store: Store
 ) -> None:
-    """sql01 (~69 GiB) into a 100 GiB E:. At half-way the free space already lacks the copied
-    half: charging the whole move again would block the rerun by its own copy."""
-    lab.server.control("set_volume", {"root": "E:\\", "host": "hv01", "capacity": 100 * GiB})
-    lab.server.control("settings", {"rate_scale": 8.0})
+    """sql01 (~69 GiB) into an 80 GiB E: (10% headroom: 8 GiB). Once a few GiB are copied the free
+    space already lacks them: charging the whole move again would block the rerun by its own
+    copy; charging what remains leaves the same 11 GiB as at the start."""
+    lab.server.control("set_volume", {"root": "E:\\", "host": "hv01", "capacity": 80 * GiB})
+    # slow enough that the job is still copying when the rerun looks (seconds to spare)
+    lab.server.control("settings", {"rate_scale": 4.0})
     req = MoveRequest(host="hv01", vm="sql01", destination="E:\\VMs\\sql01")
     source = lab.vm("sql01").drives[0].path
     move_id = open_record(lab, store, req)
@@ -98,7 +100,7 @@ def test_rerun_after_a_crash_mid_copy_attaches_and_charges_only_what_remains(
         pipeline.run_prechecks(client, store, move_id, req, OPTS)
         with pytest.raises(Crash):
             pipeline.run_copy(
-                client, store, move_id, req, poll_s=0.02, on_progress=crash_at_percent(45)
+                client, store, move_id, req, poll_s=0.02, on_progress=crash_at_percent(20)
             )
     assert store.get(move_id).job_id
     with lab.client() as client:
@@ -122,21 +124,23 @@ def test_rerun_after_a_crash_mid_copy_attaches_and_charges_only_what_remains(
 def test_own_running_job_is_never_blocked_by_prechecks(lab: Lab, store: Store) -> None:
     """Whatever prechecks find while this move's own job copies, blocking would leave Hyper-V
     copying with nobody following: the failure becomes a warning and the copy step attaches."""
-    lab.server.control("settings", {"rate_scale": 4.0})
+    lab.server.control("settings", {"rate_scale": 1.0})
     req = MoveRequest(host="hv01", vm="sql01", destination="E:\\VMs\\sql01")
     move_id = open_record(lab, store, req)
     with lab.client() as client:
         pipeline.run_prechecks(client, store, move_id, req, OPTS)
         with pytest.raises(Crash):
             pipeline.run_copy(
-                client, store, move_id, req, poll_s=0.02, on_progress=crash_at_percent(5)
+                client, store, move_id, req, poll_s=0.02, on_progress=crash_at_percent(1)
             )
-        # meanwhile the volume filled up: not enough room for the rest, even counted fairly
-        lab.server.control("set_volume", {"root": "E:\\", "host": "hv01", "capacity": 40 * GiB})
+        # meanwhile an admin set the host's MaximumStorageMigrations to 0: a blocker for a new
+        # move, not a reason to abandon the one already copying
+        for host in lab.server.estate.data.hosts:
+            host.maximum_storage_migrations = 0
         report = pipeline.run_prechecks(client, store, move_id, req, OPTS)
-        space = next(c for c in report.checks if c.name == "space")
-        assert report.ok and space.status == "warn"
-        assert "already running" in space.remedy
+        limit = next(c for c in report.checks if c.name == "host limit")
+        assert report.ok and limit.status == "warn", report.checks
+        assert "already running" in limit.remedy
         client.stop_move(lab.vm("sql01").id)
 
 

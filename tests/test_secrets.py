@@ -4,7 +4,6 @@ its `hvmove.move.failed` event and its logs on a real Prefect server (slow)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -135,16 +134,20 @@ def test_failed_flow_state_event_and_logs_hold_no_password(
     password = read_env_file(lab.dir / ".env")["HVMOVE_LAB_PASSWORD"]
     # one move refused by the host (a wrong password), one failing mid-copy (the right one)
     monkeypatch.setenv("HVMOVE_LAB_PASSWORD", SECRET)
-    refused = asyncio.run(
-        migrate_vm(host="hv01", vm="web01", destination="E:\\a\\web01", config=config,
-                   return_state=True)
-    )  # fmt: skip
+    # migrate-vm is a sync flow: called directly, it runs in this process
+    refused = migrate_vm(
+        host="hv01", vm="web01", destination="E:\\a\\web01", config=config, return_state=True
+    )
     monkeypatch.delenv("HVMOVE_LAB_PASSWORD")
     lab.server.engine.inject({"kind": "fail_at", "vm": "sql01", "percent": 30})
-    failed = asyncio.run(
-        migrate_vm(host="hv01", vm="sql01", destination="E:\\b\\sql01", config=config,
-                   poll_seconds=0.1, return_state=True)
-    )  # fmt: skip
+    failed = migrate_vm(
+        host="hv01",
+        vm="sql01",
+        destination="E:\\b\\sql01",
+        config=config,
+        poll_seconds=0.1,
+        return_state=True,
+    )
     assert refused.is_failed() and failed.is_failed()
     records = Store(lab.config.store_url()).moves()
     run_ids = [r.flow_run_id for r in records if r.flow_run_id]

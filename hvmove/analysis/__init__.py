@@ -42,6 +42,7 @@ from hvmove.analysis.throughput import (
     eta_accuracy,
     eta_summary,
     odx_comparison,
+    rates_alone,
     throughput_by_pair,
 )
 from hvmove.analysis.volumes import SHARED_KINDS, collapse_shared, root_key, volume_key
@@ -71,6 +72,7 @@ __all__ = [
     "plot_fill",
     "plot_rebalance",
     "plot_throughput",
+    "rates_alone",
     "read_plan",
     "rebalance",
     "root_key",

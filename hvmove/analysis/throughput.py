@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from hvmove.analysis.loaders import GiB
+from hvmove.analysis.loaders import MB, GiB, StoreLike
 
 
 def _completed_copies(moves_df: pd.DataFrame) -> pd.DataFrame:
@@ -116,3 +116,55 @@ def eta_summary(accuracy_df: pd.DataFrame, within_pct: float = 20.0) -> pd.DataF
     rows = [one(str(label), g) for label, g in accuracy_df.groupby("odx")]
     rows.append(one("all", accuracy_df))
     return pd.DataFrame(rows, columns=["odx", "moves", "median_ratio", "mape_pct", "within"])
+
+
+def rates_alone(store: StoreLike) -> pd.DataFrame:
+    """What the nightly planner learns from this store (``hvmove.learning``, the model of
+    ``hvmove.throughput``): per volume pair and ODX class, the rate a copy reaches alone (P50 and
+    P90, MB/s; copies that shared their volumes corrected by the recorded concurrency), and per
+    class the ratio of that rate to the bandwidth probe, used for pairs with too few moves.
+
+    Columns: source_volume, destination_volume, odx, moves, shared (moves that ran beside
+    others), p50_mbps, p90_mbps, basis ("pair", or "class" for the class rows)."""
+    from hvmove import learning, throughput
+    from hvmove.store import Store
+
+    opened = store if isinstance(store, Store) else Store(store)
+    try:
+        learner = throughput.Learner(learning.observations(opened))
+    finally:
+        if opened is not store:
+            opened.engine.dispose()
+    rows: list[dict[str, Any]] = []
+    for key in sorted({*learner.alone, *learner.shared}):
+        src, dst, odx = key
+        rates = learner.pair(src, dst, odx)
+        est = throughput.Estimate(*throughput.points(rates), "pair")
+        rows.append(
+            {
+                "source_volume": src,
+                "destination_volume": dst,
+                "odx": "ODX" if odx else "no ODX",
+                "moves": len(learner.alone.get(key, [])) + len(learner.shared.get(key, [])),
+                "shared": len(learner.shared.get(key, [])),
+                "p50_mbps": est.p50 / MB,
+                "p90_mbps": est.p90 / MB,
+                "basis": "pair",
+            }
+        )
+    for cls, ratios in sorted(learner.ratios.items()):
+        r50, r90 = throughput.points(ratios)
+        rows.append(
+            {
+                "source_volume": "(any)",
+                "destination_volume": "(any)",
+                "odx": "ODX" if cls == throughput.ODX else "no ODX",
+                "moves": len(ratios),
+                "shared": 0,
+                "p50_mbps": r50,  # for the class rows: the ratio to the probe, not MB/s
+                "p90_mbps": r90,
+                "basis": "class ratio to probe",
+            }
+        )
+    cols = ["source_volume", "destination_volume", "odx", "moves", "shared", "p50_mbps"]
+    return pd.DataFrame(rows, columns=[*cols, "p90_mbps", "basis"])

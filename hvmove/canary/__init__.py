@@ -196,7 +196,12 @@ def _move(r: _Run, label: str, destination: str, *, keep_source: bool) -> None:
         outcome = pipeline.run_copy(
             r.client, r.store, mid, request, retain_source=keep_source, poll_s=r.poll_s
         )
-        s.detail = f"job {outcome.get('job_state', 'skipped')}"
+        s.detail = (
+            f"job {outcome['job_state']}"
+            if "job_state" in outcome
+            else f"nothing left to copy: {outcome.get('reason', '')} (the job started for the "
+            "session check had finished)"
+        )
     r.report.premises.append(_source_premise(r, label, sources, parents, keep_source))
     with r.step(f"{label}: cutover"):
         pipeline.run_cutover(r.client, r.store, mid, request)

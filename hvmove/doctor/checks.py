@@ -62,6 +62,8 @@ def check_host(
         concurrency = host.max_storage_migrations or 2
         if isinstance(facts.result, models.HostFacts):
             concurrency = _from_facts(report, config, host, facts.result)
+            if isinstance(readiness.result, md.HostReadiness):
+                _cluster_storage(report, facts.result, readiness.result)
         if isinstance(readiness.result, md.HostReadiness):
             _winrm(report, readiness.result.winrm, concurrency)
             _keep_source(report, config, readiness.result)
@@ -303,6 +305,25 @@ def _cluster(report: HostReport, config: Config, f: models.HostFacts) -> None:
         )
     else:
         report.add("cluster", "pass", detail)
+
+
+def _cluster_storage(report: HostReport, f: models.HostFacts, r: md.HostReadiness) -> None:
+    """On a cluster node: its shared volumes and VM roles, each with its owner node (a clustered
+    VM is moved from its owner; cleanup on a CSV asks every node)."""
+    if not f.cluster_name:
+        return
+    csvs = ", ".join(f"{v.path} (owner {v.owner_node})" for v in r.cluster_volumes)
+    owners: dict[str, int] = {}
+    for role in r.cluster_roles:
+        owners[role.owner_node] = owners.get(role.owner_node, 0) + 1
+    roles = ", ".join(f"{node} {n}" for node, n in sorted(owners.items()))
+    report.add(
+        "cluster storage",
+        "pass",
+        f"CSVs: {csvs or 'none'}; VM roles by owner node: {roles or 'none'}",
+        csvs=len(r.cluster_volumes),
+        vm_roles=len(r.cluster_roles),
+    )
 
 
 def _winrm(report: HostReport, q: md.WinRMQuotas, concurrency: int) -> None:

@@ -1,6 +1,7 @@
 """Hyper-V's storage move, as the lab performs it, plus the guests that keep writing meanwhile.
 
-A move copies every file of the request at the volumes' bandwidth (faster inside one ODX array),
+A move copies every file of the request at its share of the volumes' and arrays' bandwidth
+(``bandwidth.Fabric``: the model of ``hvmove.throughput``, much faster inside one ODX array),
 mirrors the guest's writes to both copies, switches the VM to the destination at the end, and
 then deletes or retains the source. A failure or a cancel removes the partial destination and
 leaves the VM on its source. Jobs live in this process: a client crash does not stop them, and a
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from hvmove import models
-from hvmove.lab import vhd
+from hvmove.lab import bandwidth, vhd
 from hvmove.lab.estate import Estate, LabVM, LabVolume, norm
 
 log = logging.getLogger("hvmove.lab.engine")
@@ -32,25 +33,6 @@ E_DISK_FULL = 0x80070070
 E_FAILED = 0x80004005
 E_CORRUPT = 0x8007048F
 TAMPER = {"change_identifier", "change_size", "change_parent", "detach_disk", "lose_heartbeat"}
-
-
-class Throttle:
-    """A volume's shared bandwidth: concurrent copies on one volume share its rate."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._next = time.monotonic()
-
-    def take(self, logical_bytes: float, rate: float) -> None:
-        if rate <= 0:
-            return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + logical_bytes / rate
-            wait = self._next - now
-        if wait > 0:
-            time.sleep(wait)
 
 
 class Aborted(Exception):
@@ -201,7 +183,7 @@ class Engine:
         self.estate = estate
         self.jobs: list[Job] = []
         self.jobs_lock = threading.Lock()
-        self.throttles: dict[str, Throttle] = {}
+        self.fabric = bandwidth.Fabric(estate)  # the volumes' and arrays' shared bandwidth
         self.mirrors: dict[str, Path] = {}  # norm(source path) -> real destination file
         self._disk_locks: dict[str, threading.RLock] = {}
         self.guests: dict[str, Guest] = {}
@@ -218,9 +200,6 @@ class Engine:
             if vm.id == vm_id:
                 return vm
         return None
-
-    def throttle(self, vol: LabVolume) -> Throttle:
-        return self.throttles.setdefault(vol.root.lower() + "|" + vol.dir, Throttle())
 
     def start_guests(self) -> None:
         if not self.estate.settings.guests:
@@ -316,13 +295,13 @@ class Engine:
 
     def _copy_all(self, job: Job, vm: LabVM, fault: dict | None) -> None:
         est = self.estate
-        scale = est.settings.size_scale
         sources = [est.local(vm.host, it.src) for it in job.items]
         total = sum(os.path.getsize(p) for p in sources) or 1
         # about a hundred steps per move so percent, cancel and faults have a fine grain
         # (page-aligned: the kernel copies whole pages fastest)
         step = max(64 * 1024, min(CHUNK, total // 100) // 65536 * 65536)
         done = 0
+        attempt = sum(1 for j in self.jobs_of(vm.id) if j is not job)
         for item, src in zip(job.items, sources, strict=True):
             dst = est.local(vm.host, item.dst)
             if dst.exists():
@@ -338,34 +317,45 @@ class Engine:
             lock = self.disk_lock(vm.id)
             with lock:
                 self.mirrors[norm(item.src)] = dst
-            offset = 0
-            with open(src, "rb") as fin, open(dst, "r+b") as fout:
-                while offset < size:
-                    n = min(step, size - offset)
-                    percent = int(100 * (done + offset) / total)
-                    self._check(job, fault, percent, dst_vol, n * scale)
-                    with lock:
-                        _copy_range(fin, fout, offset, n)
-                    # read every step: a volume can slow down (or speed up) in the middle of a move
-                    rate = self._rate(src_vol, dst_vol)
-                    # both ends move the bytes: reads on the source, writes on the destination
-                    self.throttle(dst_vol).take(n * scale, rate)
-                    if src_vol is not dst_vol:
-                        self.throttle(src_vol).take(0, rate)
-                    offset += n
-                    job.percent = min(99, int(100 * (done + offset) / total))
+            flow = f"{job.job_id}|{item.dst}"
+            eff = bandwidth.efficiency(est, vm.id, src_vol, dst_vol, attempt)
+            self.fabric.open(flow, src_vol, dst_vol, eff)
+            try:
+                self._copy_file(job, fault, src, dst, size, (done, total, step), dst_vol, flow)
+            finally:
+                self.fabric.close(flow)
             done += size
             if item.is_vhd and item.parent_dst is not None:
                 with lock:
                     vhd.rewrite_parent(dst, item.parent_dst)
 
-    def _rate(self, src: LabVolume, dst: LabVolume) -> float:
-        """The copy rate now: the slower volume, much faster inside one ODX array."""
-        est = self.estate
-        rate = min(est.bandwidth(src), est.bandwidth(dst))
-        if src.odx and dst.odx and src.array and src.array == dst.array:
-            rate *= est.settings.odx_speedup
-        return rate
+    def _copy_file(
+        self,
+        job: Job,
+        fault: dict | None,
+        src: Path,
+        dst: Path,
+        size: int,
+        progress: tuple[int, int, int],
+        dst_vol: LabVolume,
+        flow: str,
+    ) -> None:
+        done, total, step = progress
+        scale = self.estate.settings.size_scale
+        lock = self.disk_lock(job.vm_id)
+        offset = 0
+        with open(src, "rb") as fin, open(dst, "r+b") as fout:
+            while offset < size:
+                n = min(step, size - offset)
+                percent = int(100 * (done + offset) / total)
+                self._check(job, fault, percent, dst_vol, n * scale)
+                with lock:
+                    _copy_range(fin, fout, offset, n)
+                # the copy's share of its volumes and arrays, recomputed as copies come and go
+                # (and as a volume slows down or speeds up in the middle of a move)
+                self.fabric.take(flow, n * scale)
+                offset += n
+                job.percent = min(99, int(100 * (done + offset) / total))
 
     def _check(
         self, job: Job, fault: dict | None, percent: int, dst_vol: LabVolume, n: int

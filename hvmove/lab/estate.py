@@ -139,6 +139,13 @@ class LabSettings(BaseModel):
     size_scale: int = 4096  # logical bytes per real byte
     rate_scale: float = 1.0  # multiplies every volume's bandwidth; 0 turns throttling off
     odx_speedup: float = 8.0  # how much faster a copy inside one ODX array is
+    # storage arrays' own bandwidth for host copies (logical MB/s, before rate_scale), shared by
+    # every copy on their volumes; an array not listed leaves that to its volumes (ODX copies
+    # share the array's offload engine either way: hvmove.lab.bandwidth)
+    array_mbps: dict[str, float] = {}
+    # None: every copy reaches its nominal rate; a seed: each copy's efficiency is drawn from
+    # hvmove.throughput.EFFICIENCY (a model assumption, see there), reproducibly per VM
+    efficiency_seed: int | None = None
     job_retention_s: float = 300.0  # Msvm_MigrationJob TimeBeforeRemoval
     guests: bool = True  # running VMs' guest writers (off for estates of thousands of VMs)
     username: str = "labadmin"

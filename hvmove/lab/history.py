@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from hvmove import models
+from hvmove import models, throughput
 from hvmove.errors import HvmoveError
 from hvmove.inventory import HostInventory
 from hvmove.lab import vhd
@@ -464,7 +464,10 @@ def _move_rows(
     size = vm.bytes_at(day - 1 if day > 0 else 0, vms_last)
     odx = _odx_between(src, dst)
     base = min(src.bandwidth_mbps, dst.bandwidth_mbps)
-    actual_mbps = base * (odx_speedup if odx else 1.0) * rng.uniform(0.78, 1.0)
+    # the same model as the lab's engine and the planner (hvmove.throughput): nominal rate (the
+    # slower volume, times the ODX speedup inside one ODX array) times the copy's efficiency
+    efficiency = throughput.draw_efficiency(throughput.copy_class(odx), rng)
+    actual_mbps = base * (odx_speedup if odx else 1.0) * efficiency
     measured = dst.bandwidth_mbps * rng.uniform(0.85, 1.15)
     estimate_mbps = min(measured, src.bandwidth_mbps) * (ODX_ETA_FACTOR if odx else 1.0)
     estimated = size / (estimate_mbps * MB)
@@ -509,6 +512,7 @@ def _move_rows(
                     percent=pct,
                     bytes_done=int(size * pct / 100),
                     mbps=actual_mbps * rng.uniform(0.85, 1.15),
+                    concurrent=1,  # one generated move a night: each copy ran alone
                 )
             )
         copy_end = t + timedelta(seconds=copy_done)

@@ -3,8 +3,9 @@
 # SMB share, a cluster shared volume) hvmove asks every such host with this script.
 # It collects what Remove-StorageFiles collects (attached disks and checkpoint disks with their
 # whole parent chains, ISO files, VM locations, the host's default folders) and reports:
-# - a File that is referenced, that is a configuration or state file of a VM in its location, or
-#   that is a virtual disk while some VM's chain could not be read (it might be a parent);
+# - a File that is referenced (by text or by file identity), that is a configuration or state file
+#   of a VM in its location, that is a virtual disk while some VM's chain could not be read (it
+#   might be a parent), or whose existence or identity this host cannot read;
 # - a Folder that is a VM location or holds one, holds a referenced file, or holds a default
 #   folder of the host.
 # Prints one PathReferences document.
@@ -41,13 +42,96 @@ function Test-HvmInside([string]$child, [string]$parent) {
 }
 
 $referenced = @{}
+$referencedIds = @{}
 $walked = @{}
 $unreadChains = [System.Collections.Generic.List[string]]::new()
 $locations = [System.Collections.Generic.List[object]]::new()
 
-# Marks $path and every parent in its chain as referenced by $owner. A chain that cannot be
-# followed to its end (a parent missing, or a share this session cannot see: Test-Path says
-# False on "access denied") is recorded as unread, so that no virtual disk passes for unused.
+# Test-Path writes an error when access is denied or the path is too long (PowerShell's
+# FileSystemProvider.ItemExists: ItemExistsUnauthorizedAccessError, ItemExistsPathTooLongError)
+# and then says False; with $ErrorActionPreference = 'Stop' that error ends the script. So every
+# existence test has three answers: 'exists', 'absent', or 'unreachable: <why>'.
+function Get-HvmPathState([string]$path) {
+    $problems = $null
+    $found = Test-Path -LiteralPath $path -ErrorAction SilentlyContinue -ErrorVariable problems
+    if ($problems -and @($problems).Count -gt 0) { return 'unreachable: ' + [string]@($problems)[0].Exception.Message }
+    if ($found) { return 'exists' }
+    return 'absent'
+}
+
+# A file's identity: its volume's serial number and its 128-bit file id (FILE_ID_INFO from
+# GetFileInformationByHandleEx, learn.microsoft.com/windows/win32/api/winbase/ns-winbase-file_id_info).
+# Two spellings of one file (an 8.3 name, a mount point, a \\?\ prefix, an admin share) have one
+# identity; their texts differ. Throws when it cannot be read.
+function Get-HvmFileId([string]$path) {
+    if (-not ('HvMove.FileIdentity' -as [type])) {
+        Add-Type -Namespace HvMove -Name FileIdentity -MemberDefinition @'
+[DllImport("kernel32.dll", CharSet = CharSet.Unicode, SetLastError = true)]
+private static extern Microsoft.Win32.SafeHandles.SafeFileHandle CreateFileW(string name, uint access, uint share, IntPtr security, uint disposition, uint flags, IntPtr template);
+[DllImport("kernel32.dll", SetLastError = true)]
+private static extern bool GetFileInformationByHandleEx(Microsoft.Win32.SafeHandles.SafeFileHandle handle, int infoClass, byte[] info, uint size);
+public static string Read(string path) {
+    // no access right is needed to read the id; any sharing; FILE_FLAG_BACKUP_SEMANTICS
+    using (var handle = CreateFileW(path, 0, 7, IntPtr.Zero, 3, 0x02000000, IntPtr.Zero)) {
+        if (handle.IsInvalid) { throw new System.ComponentModel.Win32Exception(Marshal.GetLastWin32Error()); }
+        var info = new byte[24];
+        if (!GetFileInformationByHandleEx(handle, 18, info, 24)) { throw new System.ComponentModel.Win32Exception(Marshal.GetLastWin32Error()); }
+        return BitConverter.ToString(info).Replace("-", "");
+    }
+}
+'@
+    }
+    return [HvMove.FileIdentity]::Read($path)
+}
+
+# The values of an embedded instance (WMI DTD 2.0 XML) by property name.
+function ConvertFrom-HvmEmbedded([string]$text) {
+    $values = @{}
+    if (-not $text) { return $values }
+    $doc = [xml]$text
+    foreach ($property in @($doc.INSTANCE.PROPERTY)) { $values[[string]$property.NAME] = [string]$property.VALUE }
+    return $values
+}
+
+# Get-VHD resolves -Path as a wildcard pattern before its literal WMI call (UNC paths through the
+# provider, local ones through a WQL LIKE query on CIM_DataFile that does not escape quotes: review
+# windows-scripts.md finding 5, from the decompiled cmdlet), so a disk named 'web [prod].vhdx' is
+# read on its literal path through Msvm_ImageManagementService.GetVirtualHardDiskSettingData and
+# GetVirtualHardDiskState (learn.microsoft.com/windows/win32/hyperv_v2/msvm-imagemanagementservice)
+# whenever the name holds [ ] * ? or '. Returns a hashtable with Get-VHD's property names.
+function Get-HvmVhd([string]$path) {
+    if ($path -notmatch "[\[\]\*\?']") {
+        $vhd = Get-VHD -Path $path -ErrorAction Stop
+        return @{
+            Path = [string]$vhd.Path; ParentPath = [string]$vhd.ParentPath; VhdFormat = [string]$vhd.VhdFormat
+            VhdType = [string]$vhd.VhdType; FileSize = [int64]$vhd.FileSize; Size = [int64]$vhd.Size
+            DiskIdentifier = [string]$vhd.DiskIdentifier; Attached = [bool]$vhd.Attached
+        }
+    }
+    $service = Get-CimInstance -Namespace 'root\virtualization\v2' -ClassName Msvm_ImageManagementService | Select-Object -First 1
+    $read = Invoke-CimMethod -InputObject $service -MethodName GetVirtualHardDiskSettingData -Arguments @{ Path = $path }
+    if ([int]$read.ReturnValue -ne 0) { throw "GetVirtualHardDiskSettingData returned $($read.ReturnValue) for '$path'" }
+    $state = Invoke-CimMethod -InputObject $service -MethodName GetVirtualHardDiskState -Arguments @{ Path = $path }
+    if ([int]$state.ReturnValue -ne 0) { throw "GetVirtualHardDiskState returned $($state.ReturnValue) for '$path'" }
+    $settings = ConvertFrom-HvmEmbedded ([string]$read.SettingData)
+    $facts = ConvertFrom-HvmEmbedded ([string]$state.State)
+    $formats = @{ '2' = 'VHD'; '3' = 'VHDX'; '4' = 'VHDSet' }
+    $types = @{ '2' = 'Fixed'; '3' = 'Dynamic'; '4' = 'Differencing' }
+    $format = 'Unknown'
+    if ($formats.ContainsKey($settings['Format'])) { $format = $formats[$settings['Format']] }
+    $type = 'Unknown'
+    if ($types.ContainsKey($settings['Type'])) { $type = $types[$settings['Type']] }
+    return @{
+        Path = $path; ParentPath = [string]$settings['ParentPath']; VhdFormat = $format; VhdType = $type
+        FileSize = [int64]$facts['FileSize']; Size = [int64]$settings['MaxInternalSize']
+        DiskIdentifier = [string]$settings['VirtualDiskId']; Attached = ($facts['InUse'] -eq 'TRUE')
+    }
+}
+
+# Marks $path and every parent in its chain as referenced by $owner, by its text and by its file
+# identity. A chain that cannot be followed to its end (a parent missing, a share this session
+# cannot reach, an identity or Get-VHD that cannot be read) is recorded as unread, so that no
+# virtual disk passes for unused.
 function Add-HvmChain([string]$path, [string]$owner) {
     $current = $path
     for ($depth = 0; $current -and $depth -lt 64; $depth++) {
@@ -55,14 +139,16 @@ function Add-HvmChain([string]$path, [string]$owner) {
         if (-not $referenced.ContainsKey($key)) { $referenced[$key] = "a disk of VM '$owner'" }
         if ($walked.ContainsKey($key)) { return }
         $walked[$key] = $true
-        if (-not (Test-Path -LiteralPath $current)) {
-            if ($depth -gt 0 -or $key.StartsWith('\\')) {
-                $unreadChains.Add("'$current' of VM '$owner' (not found, or not reachable from this session)")
+        $state = Get-HvmPathState $current
+        if ($state -ne 'exists') {
+            if ($depth -gt 0 -or $key.StartsWith('\\') -or $state -ne 'absent') {
+                $unreadChains.Add("'$current' of VM '$owner' ($state)")
             }
             return
         }
         try {
-            $vhd = Get-VHD -Path $current -ErrorAction Stop
+            $referencedIds[(Get-HvmFileId $current)] = "a disk of VM '$owner' ('$current')"
+            $vhd = Get-HvmVhd $current
         } catch {
             $unreadChains.Add("'$current' of VM '$owner' ($($_.Exception.Message))")
             return
@@ -95,7 +181,10 @@ function Add-HvmVmReferences {
             if ($d.Path -and $null -eq $d.DiskNumber) { Add-HvmChain ([string]$d.Path) $owner }
         }
         foreach ($d in $dvds) {
-            if ($d.Path) { $referenced[(Get-HvmRefKey ([string]$d.Path))] = "an ISO file of VM '$owner'" }
+            if (-not $d.Path) { continue }
+            $referenced[(Get-HvmRefKey ([string]$d.Path))] = "an ISO file of VM '$owner'"
+            # by identity too where it can be read; an ISO that cannot be is still kept by name
+            try { $referencedIds[(Get-HvmFileId ([string]$d.Path))] = "an ISO file of VM '$owner'" } catch { $null = $_ }
         }
         foreach ($location in @($vm.Path, $vm.ConfigurationLocation, $vm.SnapshotFileLocation, $vm.SmartPagingFilePath)) {
             if (-not $location) { continue }
@@ -142,6 +231,20 @@ foreach ($item in @($Path)) {
     $reason = Get-HvmFileRefusal $p
     if (-not $reason -and $unreadChains.Count -gt 0 -and $p -match '\.(a?vhdx?|vhds)$') {
         $reason = "a virtual disk, and the chain of $($unreadChains[0]) could not be read, so it might be a parent"
+    }
+    if (-not $reason) {
+        # the same file under another spelling is the same identity; what cannot be read is kept
+        $state = Get-HvmPathState $p
+        if ($state -eq 'exists') {
+            try {
+                $id = Get-HvmFileId $p
+                if ($referencedIds.ContainsKey($id)) { $reason = "referenced under another name: $($referencedIds[$id])" }
+            } catch {
+                $reason = "its file identity cannot be read on this host ($($_.Exception.Message))"
+            }
+        } elseif ($state -ne 'absent') {
+            $reason = "cannot be checked from this host: $state"
+        }
     }
     if ($reason) {
         $entry = [pscustomobject]@{ path = $p; reason = $reason }

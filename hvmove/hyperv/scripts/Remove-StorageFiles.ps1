@@ -2,10 +2,13 @@
 # First it collects what every VM on this host references: the files attached to its drives and
 # its checkpoints' drives with their whole parent chains (Get-VHD ParentPath), its ISO files, its
 # configuration, checkpoint and smart paging locations, and the host's default folders.
-# A Path is refused when it is referenced, when it is a configuration or state file of a VM inside
-# that VM's current location (its name or folder carries the VM or checkpoint id), when it is a
-# folder, when it is a virtual disk that is attached, or when some VM's chain could not be read
-# and it is a virtual disk; a missing Path is reported absent; any other is deleted.
+# A Path is refused when it is referenced (by its text, or by its file identity: volume serial and
+# file id, so that an 8.3 name, a mount point, a \\?\ prefix or an admin share cannot pass for
+# another file), when it is a configuration or state file of a VM inside that VM's current location
+# (its name or folder carries the VM or checkpoint id), when it is a folder, when it is a virtual
+# disk that is attached, or when some VM's chain could not be read and it is a virtual disk; when
+# its existence, its identity or (for a virtual disk) Get-VHD cannot be read, it is refused too.
+# A missing Path is reported absent; any other is deleted.
 # Each Folder, deepest first, is removed only when it exists, is empty after that, and no VM
 # location, host default folder or referenced file lies inside it; otherwise it is kept with a
 # reason (a missing folder is reported absent). Only this host's VMs are seen: on shared storage
@@ -45,13 +48,96 @@ function Test-HvmInside([string]$child, [string]$parent) {
 }
 
 $referenced = @{}
+$referencedIds = @{}
 $walked = @{}
 $unreadChains = [System.Collections.Generic.List[string]]::new()
 $locations = [System.Collections.Generic.List[object]]::new()
 
-# Marks $path and every parent in its chain as referenced by $owner. A chain that cannot be
-# followed to its end (a parent missing, or a share this session cannot see: Test-Path says
-# False on "access denied") is recorded as unread, so that no virtual disk passes for unused.
+# Test-Path writes an error when access is denied or the path is too long (PowerShell's
+# FileSystemProvider.ItemExists: ItemExistsUnauthorizedAccessError, ItemExistsPathTooLongError)
+# and then says False; with $ErrorActionPreference = 'Stop' that error ends the script. So every
+# existence test has three answers: 'exists', 'absent', or 'unreachable: <why>'.
+function Get-HvmPathState([string]$path) {
+    $problems = $null
+    $found = Test-Path -LiteralPath $path -ErrorAction SilentlyContinue -ErrorVariable problems
+    if ($problems -and @($problems).Count -gt 0) { return 'unreachable: ' + [string]@($problems)[0].Exception.Message }
+    if ($found) { return 'exists' }
+    return 'absent'
+}
+
+# A file's identity: its volume's serial number and its 128-bit file id (FILE_ID_INFO from
+# GetFileInformationByHandleEx, learn.microsoft.com/windows/win32/api/winbase/ns-winbase-file_id_info).
+# Two spellings of one file (an 8.3 name, a mount point, a \\?\ prefix, an admin share) have one
+# identity; their texts differ. Throws when it cannot be read.
+function Get-HvmFileId([string]$path) {
+    if (-not ('HvMove.FileIdentity' -as [type])) {
+        Add-Type -Namespace HvMove -Name FileIdentity -MemberDefinition @'
+[DllImport("kernel32.dll", CharSet = CharSet.Unicode, SetLastError = true)]
+private static extern Microsoft.Win32.SafeHandles.SafeFileHandle CreateFileW(string name, uint access, uint share, IntPtr security, uint disposition, uint flags, IntPtr template);
+[DllImport("kernel32.dll", SetLastError = true)]
+private static extern bool GetFileInformationByHandleEx(Microsoft.Win32.SafeHandles.SafeFileHandle handle, int infoClass, byte[] info, uint size);
+public static string Read(string path) {
+    // no access right is needed to read the id; any sharing; FILE_FLAG_BACKUP_SEMANTICS
+    using (var handle = CreateFileW(path, 0, 7, IntPtr.Zero, 3, 0x02000000, IntPtr.Zero)) {
+        if (handle.IsInvalid) { throw new System.ComponentModel.Win32Exception(Marshal.GetLastWin32Error()); }
+        var info = new byte[24];
+        if (!GetFileInformationByHandleEx(handle, 18, info, 24)) { throw new System.ComponentModel.Win32Exception(Marshal.GetLastWin32Error()); }
+        return BitConverter.ToString(info).Replace("-", "");
+    }
+}
+'@
+    }
+    return [HvMove.FileIdentity]::Read($path)
+}
+
+# The values of an embedded instance (WMI DTD 2.0 XML) by property name.
+function ConvertFrom-HvmEmbedded([string]$text) {
+    $values = @{}
+    if (-not $text) { return $values }
+    $doc = [xml]$text
+    foreach ($property in @($doc.INSTANCE.PROPERTY)) { $values[[string]$property.NAME] = [string]$property.VALUE }
+    return $values
+}
+
+# Get-VHD resolves -Path as a wildcard pattern before its literal WMI call (UNC paths through the
+# provider, local ones through a WQL LIKE query on CIM_DataFile that does not escape quotes: review
+# windows-scripts.md finding 5, from the decompiled cmdlet), so a disk named 'web [prod].vhdx' is
+# read on its literal path through Msvm_ImageManagementService.GetVirtualHardDiskSettingData and
+# GetVirtualHardDiskState (learn.microsoft.com/windows/win32/hyperv_v2/msvm-imagemanagementservice)
+# whenever the name holds [ ] * ? or '. Returns a hashtable with Get-VHD's property names.
+function Get-HvmVhd([string]$path) {
+    if ($path -notmatch "[\[\]\*\?']") {
+        $vhd = Get-VHD -Path $path -ErrorAction Stop
+        return @{
+            Path = [string]$vhd.Path; ParentPath = [string]$vhd.ParentPath; VhdFormat = [string]$vhd.VhdFormat
+            VhdType = [string]$vhd.VhdType; FileSize = [int64]$vhd.FileSize; Size = [int64]$vhd.Size
+            DiskIdentifier = [string]$vhd.DiskIdentifier; Attached = [bool]$vhd.Attached
+        }
+    }
+    $service = Get-CimInstance -Namespace 'root\virtualization\v2' -ClassName Msvm_ImageManagementService | Select-Object -First 1
+    $read = Invoke-CimMethod -InputObject $service -MethodName GetVirtualHardDiskSettingData -Arguments @{ Path = $path }
+    if ([int]$read.ReturnValue -ne 0) { throw "GetVirtualHardDiskSettingData returned $($read.ReturnValue) for '$path'" }
+    $state = Invoke-CimMethod -InputObject $service -MethodName GetVirtualHardDiskState -Arguments @{ Path = $path }
+    if ([int]$state.ReturnValue -ne 0) { throw "GetVirtualHardDiskState returned $($state.ReturnValue) for '$path'" }
+    $settings = ConvertFrom-HvmEmbedded ([string]$read.SettingData)
+    $facts = ConvertFrom-HvmEmbedded ([string]$state.State)
+    $formats = @{ '2' = 'VHD'; '3' = 'VHDX'; '4' = 'VHDSet' }
+    $types = @{ '2' = 'Fixed'; '3' = 'Dynamic'; '4' = 'Differencing' }
+    $format = 'Unknown'
+    if ($formats.ContainsKey($settings['Format'])) { $format = $formats[$settings['Format']] }
+    $type = 'Unknown'
+    if ($types.ContainsKey($settings['Type'])) { $type = $types[$settings['Type']] }
+    return @{
+        Path = $path; ParentPath = [string]$settings['ParentPath']; VhdFormat = $format; VhdType = $type
+        FileSize = [int64]$facts['FileSize']; Size = [int64]$settings['MaxInternalSize']
+        DiskIdentifier = [string]$settings['VirtualDiskId']; Attached = ($facts['InUse'] -eq 'TRUE')
+    }
+}
+
+# Marks $path and every parent in its chain as referenced by $owner, by its text and by its file
+# identity. A chain that cannot be followed to its end (a parent missing, a share this session
+# cannot reach, an identity or Get-VHD that cannot be read) is recorded as unread, so that no
+# virtual disk passes for unused.
 function Add-HvmChain([string]$path, [string]$owner) {
     $current = $path
     for ($depth = 0; $current -and $depth -lt 64; $depth++) {
@@ -59,14 +145,16 @@ function Add-HvmChain([string]$path, [string]$owner) {
         if (-not $referenced.ContainsKey($key)) { $referenced[$key] = "a disk of VM '$owner'" }
         if ($walked.ContainsKey($key)) { return }
         $walked[$key] = $true
-        if (-not (Test-Path -LiteralPath $current)) {
-            if ($depth -gt 0 -or $key.StartsWith('\\')) {
-                $unreadChains.Add("'$current' of VM '$owner' (not found, or not reachable from this session)")
+        $state = Get-HvmPathState $current
+        if ($state -ne 'exists') {
+            if ($depth -gt 0 -or $key.StartsWith('\\') -or $state -ne 'absent') {
+                $unreadChains.Add("'$current' of VM '$owner' ($state)")
             }
             return
         }
         try {
-            $vhd = Get-VHD -Path $current -ErrorAction Stop
+            $referencedIds[(Get-HvmFileId $current)] = "a disk of VM '$owner' ('$current')"
+            $vhd = Get-HvmVhd $current
         } catch {
             $unreadChains.Add("'$current' of VM '$owner' ($($_.Exception.Message))")
             return
@@ -99,7 +187,10 @@ function Add-HvmVmReferences {
             if ($d.Path -and $null -eq $d.DiskNumber) { Add-HvmChain ([string]$d.Path) $owner }
         }
         foreach ($d in $dvds) {
-            if ($d.Path) { $referenced[(Get-HvmRefKey ([string]$d.Path))] = "an ISO file of VM '$owner'" }
+            if (-not $d.Path) { continue }
+            $referenced[(Get-HvmRefKey ([string]$d.Path))] = "an ISO file of VM '$owner'"
+            # by identity too where it can be read; an ISO that cannot be is still kept by name
+            try { $referencedIds[(Get-HvmFileId ([string]$d.Path))] = "an ISO file of VM '$owner'" } catch { $null = $_ }
         }
         foreach ($location in @($vm.Path, $vm.ConfigurationLocation, $vm.SnapshotFileLocation, $vm.SmartPagingFilePath)) {
             if (-not $location) { continue }
@@ -147,25 +238,36 @@ $refused = [System.Collections.Generic.List[object]]::new()
 $foldersRemoved = [System.Collections.Generic.List[string]]::new()
 $foldersKept = [System.Collections.Generic.List[object]]::new()
 
-# 2. Files.
+# 2. Files. Compared with the references by text and by file identity; whatever cannot be read
+# (the path, its identity, or Get-VHD of a virtual disk) is refused, never deleted on a guess.
 foreach ($item in $paths) {
     $p = [string]$item
     $reason = Get-HvmFileRefusal $p
     if (-not $reason) {
-        if (Test-Path -LiteralPath $p -PathType Container) {
-            $reason = 'is a folder; pass it in Folder'
-        } elseif (-not (Test-Path -LiteralPath $p)) {
+        $state = Get-HvmPathState $p
+        if ($state -eq 'absent') {
             $absent.Add($p)
             continue
-        } elseif ($p -match '\.(a?vhdx?|vhds)$') {
-            if ($unreadChains.Count -gt 0) {
-                $reason = "a virtual disk, and the chain of $($unreadChains[0]) could not be read, so it might be a parent"
-            } else {
-                try {
-                    $vhd = Get-VHD -Path $p -ErrorAction Stop
-                    if ($vhd.Attached) { $reason = 'a virtual disk that is attached (in use)' }
-                } catch {
-                    Write-Warning -Message "Get-VHD '$p' failed: $($_.Exception.Message)"
+        }
+        if ($state -ne 'exists') {
+            $reason = "cannot be checked: $state"
+        } elseif ([System.IO.Directory]::Exists($p)) {
+            $reason = 'is a folder; pass it in Folder'
+        } else {
+            $id = $null
+            try { $id = Get-HvmFileId $p } catch { $reason = "its file identity cannot be read ($($_.Exception.Message))" }
+            if ($id -and $referencedIds.ContainsKey($id)) {
+                $reason = "referenced under another name: $($referencedIds[$id])"
+            } elseif ($id -and $p -match '\.(a?vhdx?|vhds)$') {
+                if ($unreadChains.Count -gt 0) {
+                    $reason = "a virtual disk, and the chain of $($unreadChains[0]) could not be read, so it might be a parent"
+                } else {
+                    try {
+                        $vhd = Get-HvmVhd $p
+                        if ($vhd.Attached) { $reason = 'a virtual disk that is attached (in use)' }
+                    } catch {
+                        $reason = "Get-VHD failed, so it might be in use: $($_.Exception.Message)"
+                    }
                 }
             }
         }
@@ -183,7 +285,32 @@ foreach ($item in $paths) {
     $refused.Add($refusal)
 }
 
-# 3. Folders, deepest first.
+# Why folder $f is kept, or $null when it may go (it is empty and nothing lies inside it).
+function Get-HvmFolderRefusal([string]$f) {
+    $key = Get-HvmRefKey $f
+    if (-not (Test-HvmAbsolutePath $f)) { return 'not an absolute path' }
+    if ($key -eq (Get-HvmRefKey ([System.IO.Path]::GetPathRoot($f)))) { return 'the root of a volume or share' }
+    foreach ($location in $locations) {
+        if (Test-HvmInside $location.key $key) { return "the location '$($location.path)' of VM '$($location.owner)' lies inside" }
+        if (Test-HvmInside $key $location.key) {
+            foreach ($id in $location.ids) {
+                if ($key.Contains($id)) { return "a folder of VM '$($location.owner)' in its location '$($location.path)'" }
+            }
+        }
+    }
+    foreach ($default in $hostDefaults) {
+        if (Test-HvmInside $default $key) { return 'a default folder of this host lies inside' }
+    }
+    foreach ($fileKey in @($referenced.Keys)) {
+        if ($fileKey.StartsWith($key + '\')) { return "holds a referenced file ($($referenced[$fileKey]))" }
+    }
+    $entries = @([System.IO.Directory]::GetFileSystemEntries($f))
+    if ($entries.Count -gt 0) { return "not empty ($($entries.Count) entries)" }
+    return $null
+}
+
+# 3. Folders, deepest first. A folder that cannot be read is kept with the reason: the files
+# deleted above are reported whatever happens here.
 $folderItems = [System.Collections.Generic.List[object]]::new()
 foreach ($item in $folders) {
     $f = [string]$item
@@ -193,62 +320,27 @@ foreach ($item in $folders) {
 $deepestFirst = @($folderItems | Sort-Object -Property @{ Expression = { $_.depth }; Descending = $true })
 foreach ($item in $deepestFirst) {
     $f = $item.path
-    $key = Get-HvmRefKey $f
     $reason = $null
-    if (-not (Test-HvmAbsolutePath $f)) {
-        $reason = 'not an absolute path'
-    } elseif ($key -eq (Get-HvmRefKey ([System.IO.Path]::GetPathRoot($f)))) {
-        $reason = 'the root of a volume or share'
-    } elseif (-not (Test-Path -LiteralPath $f -PathType Container)) {
-        if (Test-Path -LiteralPath $f) {
-            $reason = 'is a file; pass it in Path'
-        } else {
+    try {
+        $state = Get-HvmPathState $f
+        if ($state -eq 'absent') {
             $absent.Add($f)
             continue
         }
-    }
-    if (-not $reason) {
-        foreach ($location in $locations) {
-            if (Test-HvmInside $location.key $key) {
-                $reason = "the location '$($location.path)' of VM '$($location.owner)' lies inside"
-                break
-            }
-            if (Test-HvmInside $key $location.key) {
-                foreach ($id in $location.ids) {
-                    if ($key.Contains($id)) { $reason = "a folder of VM '$($location.owner)' in its location '$($location.path)'" }
-                }
-                if ($reason) { break }
-            }
+        if ($state -ne 'exists') {
+            $reason = "cannot be checked: $state"
+        } elseif (-not [System.IO.Directory]::Exists($f)) {
+            $reason = 'is a file; pass it in Path'
+        } else {
+            $reason = Get-HvmFolderRefusal $f
         }
-    }
-    if (-not $reason) {
-        foreach ($default in $hostDefaults) {
-            if (Test-HvmInside $default $key) {
-                $reason = 'a default folder of this host lies inside'
-                break
-            }
-        }
-    }
-    if (-not $reason) {
-        foreach ($fileKey in @($referenced.Keys)) {
-            if ($fileKey.StartsWith($key + '\')) {
-                $reason = "holds a referenced file ($($referenced[$fileKey]))"
-                break
-            }
-        }
-    }
-    if (-not $reason) {
-        $entries = @([System.IO.Directory]::GetFileSystemEntries($f))
-        if ($entries.Count -gt 0) { $reason = "not empty ($($entries.Count) entries)" }
-    }
-    if (-not $reason) {
-        try {
+        if (-not $reason) {
             [System.IO.Directory]::Delete($f)
             $foldersRemoved.Add($f)
             continue
-        } catch {
-            $reason = "delete failed: $($_.Exception.Message)"
         }
+    } catch {
+        $reason = "could not be checked or removed: $($_.Exception.Message)"
     }
     $kept = [pscustomobject]@{ path = $f; reason = $reason }
     $foldersKept.Add($kept)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from hvmove import models
 from hvmove.lab import vhd
 from hvmove.lab.engine import Engine
-from hvmove.lab.estate import Estate, LabVM, PathError
+from hvmove.lab.estate import Estate, LabVM, PathError, norm
 from hvmove.lab.wsman import ScriptFailed
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,6 +31,9 @@ class ScriptBase:
     estate: Estate
     engine: Engine
     start_without_job: bool = False
+    # norm(path) of files whose identity cannot be read (a file system or share that does not
+    # answer FILE_ID_INFO): Get-HvmFileId fails for them
+    no_file_id: frozenset[str] = frozenset()
 
     def _vm(self, host: str, vm_id: Any) -> LabVM:
         vm = self.estate.vm(host, str(vm_id or ""))
@@ -75,6 +78,43 @@ class ScriptBase:
 
     def _double_hop(self, host: str, path: str) -> bool:
         return path.startswith("\\\\") and not self.estate.host(host).smb_delegation
+
+    def _test_path(self, host: str, path: str) -> bool:
+        """Test-Path -LiteralPath as Windows PowerShell 5.1 runs it under
+        $ErrorActionPreference = 'Stop': on access denied (a share reached without delegation)
+        FileSystemProvider.ItemExists writes ItemExistsUnauthorizedAccessError, which Stop turns
+        into a terminating error (PowerShell src/.../namespaces/FileSystemProvider.cs)."""
+        if self._double_hop(host, path):
+            raise ScriptFailed(
+                f"Access is denied: '{path}'",
+                "ItemExistsUnauthorizedAccessError,Microsoft.PowerShell.Commands.TestPathCommand",
+                "PermissionDenied",
+                hresult=0x80070005,
+            )
+        try:
+            return self.estate.local(host, path).exists()
+        except PathError:
+            return False
+
+    def _path_state(self, host: str, path: str) -> str:
+        """Get-HvmPathState: 'exists', 'absent' or 'unreachable: <why>' (Test-Path with
+        -ErrorAction SilentlyContinue -ErrorVariable)."""
+        try:
+            return "exists" if self._test_path(host, path) else "absent"
+        except ScriptFailed as exc:
+            return f"unreachable: {exc.message}"
+
+    def _file_id(self, host: str, path: str) -> str:
+        """Get-HvmFileId: the file's identity (volume serial + file id; here the real file's
+        device and inode), the same under every spelling of the path. Raises when unreadable."""
+        if self._double_hop(host, path):
+            raise ScriptFailed(f"Access is denied: '{path}'", "Win32Exception", "PermissionDenied")
+        if norm(path) in self.no_file_id:
+            raise ScriptFailed(
+                "The request is not supported. (FileIdInfo)", "Win32Exception", "NotSpecified"
+            )
+        st = self._local(host, path).stat()
+        return f"{st.st_dev:x}:{st.st_ino:x}"
 
     def _volume(self, host: str, path: str):
         try:

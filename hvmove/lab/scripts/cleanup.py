@@ -3,79 +3,81 @@ Find-PathReferences, with the reference collection both share."""
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass, field
 from pathlib import PureWindowsPath
 from typing import Any
 
 from hvmove import models
 from hvmove.lab import vhd
-from hvmove.lab.estate import PathError, is_absolute_windows, norm
+from hvmove.lab.estate import is_absolute_windows, norm
 from hvmove.lab.scripts.base import ScriptBase, as_list, script
 from hvmove.lab.wsman import ScriptFailed
 
 
+@dataclass
+class Refs:
+    """What the VMs of a host reference: files by reference key and by identity, location folders,
+    and the chains that could not be followed to their end."""
+
+    files: set[str] = field(default_factory=set)
+    ids: dict[str, str] = field(default_factory=dict)  # file identity -> whose and which path
+    folders: list[str] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)
+    walked: set[str] = field(default_factory=set)
+
+
 class CleanupScripts(ScriptBase):
-    def _referenced(self, host: str) -> tuple[set[str], list[str], list[str]]:
+    def _referenced(self, host: str) -> Refs:
         """What the VMs of this host reference, as Remove-StorageFiles and Find-PathReferences
         collect it: every file (disks with their parent chains, checkpoint disks, ISOs, config)
-        and every location folder as reference keys (``ref_key``), plus the chains that could
-        not be followed to their end. Like Get-VM on a real host, the VMs of other hosts are not
-        seen, even where they share a volume with this one."""
-        files: set[str] = set()
-        folders: list[str] = []
-        unread: list[str] = []
-        walked: set[str] = set()
+        by reference key (``ref_key``) and by file identity, every location folder, plus the
+        chains that could not be followed to their end. Like Get-VM on a real host, the VMs of
+        other hosts are not seen, even where they share a volume with this one."""
+        refs = Refs()
         for vm in self.estate.vms_on(host):
             for d in vm.drives:
                 if d.path and d.disk_number is None:
-                    self._walk_chain(host, d.path, vm.name, files, walked, unread)
+                    self._walk_chain(host, d.path, vm.name, refs)
             for cp in vm.checkpoints:
                 for path in cp.disk_paths:
-                    self._walk_chain(host, path, vm.name, files, walked, unread)
-            files.update(ref_key(p) for p in vm.dvd_paths)
-            files.add(ref_key(vm.config_file()))
-            folders += [
-                vm.configuration_location,
-                vm.snapshot_file_location,
-                vm.smart_paging_file_path,
+                    self._walk_chain(host, path, vm.name, refs)
+            for iso in vm.dvd_paths:
+                refs.files.add(ref_key(iso))
+                with contextlib.suppress(ScriptFailed, OSError):
+                    refs.ids[self._file_id(host, iso)] = f"an ISO file of VM '{vm.name}'"
+            refs.files.add(ref_key(vm.config_file()))
+            refs.folders += [
+                ref_key(f)
+                for f in (
+                    vm.configuration_location,
+                    vm.snapshot_file_location,
+                    vm.smart_paging_file_path,
+                )
             ]
-        return files, [ref_key(f) for f in folders], unread
+        return refs
 
-    def _walk_chain(
-        self,
-        host: str,
-        path: str,
-        owner: str,
-        files: set[str],
-        walked: set[str],
-        unread: list[str],
-    ) -> None:
-        """Add-HvmChain: a missing parent, or a share this session cannot see (Test-Path says
-        False on "access denied"), leaves the chain unread instead of ending it quietly."""
+    def _walk_chain(self, host: str, path: str, owner: str, refs: Refs) -> None:
+        """Add-HvmChain: a missing parent, a share this session cannot reach, an identity or a
+        Get-VHD that cannot be read leaves the chain unread instead of ending it quietly."""
         current: str | None = path
         depth = 0
         while current and depth < 64:
             key = ref_key(current)
-            files.add(key)
-            if key in walked:
+            refs.files.add(key)
+            if key in refs.walked:
                 return
-            walked.add(key)
-            try:
-                local = (
-                    None if self._double_hop(host, current) else self.estate.local(host, current)
-                )
-            except PathError:
-                local = None
-            if local is None or not local.exists():
-                if depth > 0 or current.startswith("\\\\"):
-                    unread.append(
-                        f"'{current}' of VM '{owner}' (not found, or not reachable from this "
-                        "session)"
-                    )
+            refs.walked.add(key)
+            state = self._path_state(host, current)
+            if state != "exists":
+                if depth > 0 or current.startswith("\\\\") or state != "absent":
+                    refs.unread.append(f"'{current}' of VM '{owner}' ({state})")
                 return
             try:
+                refs.ids[self._file_id(host, current)] = f"a disk of VM '{owner}' ('{current}')"
                 current = self._vhd_info(host, current).parent_path
             except (OSError, ValueError, vhd.VhdCorrupt, ScriptFailed) as exc:
-                unread.append(f"'{current}' of VM '{owner}' ({exc})")
+                refs.unread.append(f"'{current}' of VM '{owner}' ({exc})")
                 return
             depth += 1
 
@@ -83,76 +85,116 @@ class CleanupScripts(ScriptBase):
         h = self.estate.host(host)
         return [ref_key(h.virtual_hard_disk_path), ref_key(h.virtual_machine_path)]
 
+    def _file_refusal(self, host: str, path: str, refs: Refs) -> str | None:
+        """Why Remove-StorageFiles keeps an existing file: referenced by text or by identity,
+        an identity or Get-VHD it cannot read, a chain it could not read. None: delete it."""
+        refusals = self.estate.settings.script_refusals
+        if refusals and ref_key(path) in refs.files:
+            return "a virtual machine still references this file"
+        try:
+            file_id = self._file_id(host, path)
+        except (ScriptFailed, OSError) as exc:
+            return f"its file identity cannot be read ({exc})"
+        if refusals and file_id in refs.ids:
+            return f"referenced under another name: {refs.ids[file_id]}"
+        if not _is_virtual_disk(path):
+            return None
+        if refs.unread:
+            return _maybe_parent(refs.unread)
+        try:
+            self._vhd_info(host, path)
+        except (OSError, ValueError, TypeError, vhd.VhdCorrupt, ScriptFailed) as exc:
+            return f"Get-VHD failed, so it might be in use: {exc}"
+        return None
+
     @script("Remove-StorageFiles")
     def remove_files(self, host: str, p: dict[str, Any]) -> models.RemoveReport:
         report = models.RemoveReport()
         with self.estate.lock:
-            files, locations, unread = self._referenced(host)
+            refs = self._referenced(host)
             for path in as_list(p.get("Path")):
                 if not is_absolute_windows(path):
                     report.refused.append(models.Refusal(path=path, reason="not an absolute path"))
                     continue
-                if self.estate.settings.script_refusals and ref_key(path) in files:
+                if self.estate.settings.script_refusals and ref_key(path) in refs.files:
                     report.refused.append(
                         models.Refusal(
                             path=path, reason="a virtual machine still references this file"
                         )
                     )
                     continue
-                local = self._local(host, path)
-                if local.is_dir():
-                    report.refused.append(models.Refusal(path=path, reason="is a folder"))
-                elif not local.exists():
+                state = self._path_state(host, path)
+                reason = None
+                if state == "absent":
                     report.absent.append(path)
-                elif unread and _is_virtual_disk(path):
-                    report.refused.append(models.Refusal(path=path, reason=_maybe_parent(unread)))
+                    continue
+                if state != "exists":
+                    reason = f"cannot be checked: {state}"
+                elif self._local(host, path).is_dir():
+                    reason = "is a folder"
                 else:
-                    local.unlink()
+                    reason = self._file_refusal(host, path, refs)
+                if reason:
+                    report.refused.append(models.Refusal(path=path, reason=reason))
+                else:
+                    self._local(host, path).unlink()
                     report.removed.append(path)
             folders = sorted(
                 as_list(p.get("Folder")), key=lambda f: norm(f).count("\\"), reverse=True
             )
             for folder in folders:
-                key = ref_key(folder)
-                inside = [loc for loc in locations if loc == key or loc.startswith(key + "\\")]
-                users = [f for f in files if f.startswith(key + "\\")]
-                local = self._local(host, folder)
-                if inside or users:
-                    report.folders_kept.append(
-                        models.Refusal(path=folder, reason="a virtual machine uses this folder")
-                    )
-                elif not local.exists():
-                    report.absent.append(folder)
-                elif any(local.iterdir()):
-                    report.folders_kept.append(models.Refusal(path=folder, reason="not empty"))
-                else:
-                    local.rmdir()
-                    report.folders_removed.append(folder)
+                self._remove_folder(host, folder, refs, report)
         return report
+
+    def _remove_folder(
+        self, host: str, folder: str, refs: Refs, report: models.RemoveReport
+    ) -> None:
+        key = ref_key(folder)
+        inside = [loc for loc in refs.folders if loc == key or loc.startswith(key + "\\")]
+        users = [f for f in refs.files if f.startswith(key + "\\")]
+        state = self._path_state(host, folder)
+        if inside or users:
+            report.folders_kept.append(
+                models.Refusal(path=folder, reason="a virtual machine uses this folder")
+            )
+        elif state == "absent":
+            report.absent.append(folder)
+        elif state != "exists":
+            report.folders_kept.append(
+                models.Refusal(path=folder, reason=f"cannot be checked: {state}")
+            )
+        elif any(self._local(host, folder).iterdir()):
+            report.folders_kept.append(models.Refusal(path=folder, reason="not empty"))
+        else:
+            self._local(host, folder).rmdir()
+            report.folders_removed.append(folder)
 
     @script("Find-PathReferences")
     def find_references(self, host: str, p: dict[str, Any]) -> models.PathReferences:
         out = models.PathReferences(host=self.estate.host(host).name.upper())
         with self.estate.lock:
-            files, locations, unread = self._referenced(host)
+            refs = self._referenced(host)
             defaults = self._host_defaults(host)
+            refusals = self.estate.settings.script_refusals
             for path in as_list(p.get("Path")):
                 reason = None
                 if not is_absolute_windows(path):
                     reason = "not an absolute path"
-                elif self.estate.settings.script_refusals and ref_key(path) in files:
+                elif refusals and ref_key(path) in refs.files:
                     reason = "a virtual machine references this file"
                 elif ref_key(path) in defaults:
                     reason = "a default folder of this host"
-                elif unread and _is_virtual_disk(path):
-                    reason = _maybe_parent(unread)
+                if reason is None and refs.unread and _is_virtual_disk(path):
+                    reason = _maybe_parent(refs.unread)
+                if reason is None:
+                    reason = self._identity_reason(host, path, refs)
                 if reason:
                     out.files.append(models.Refusal(path=path, reason=reason))
             for folder in as_list(p.get("Folder")):
                 key = ref_key(folder)
                 inside = [
                     x
-                    for x in [*locations, *files, *defaults]
+                    for x in [*refs.folders, *refs.files, *defaults]
                     if x == key or x.startswith(key + "\\")
                 ]
                 if inside:
@@ -160,6 +202,22 @@ class CleanupScripts(ScriptBase):
                         models.Refusal(path=folder, reason=f"{inside[0]!r} lies inside")
                     )
         return out
+
+    def _identity_reason(self, host: str, path: str, refs: Refs) -> str | None:
+        """Find-PathReferences by identity: the same file under another spelling is used; a file
+        whose identity cannot be read, or a path that cannot be reached, is reported as kept."""
+        state = self._path_state(host, path)
+        if state == "absent":
+            return None
+        if state != "exists":
+            return f"cannot be checked from this host: {state}"
+        try:
+            file_id = self._file_id(host, path)
+        except (ScriptFailed, OSError) as exc:
+            return f"its file identity cannot be read on this host ({exc})"
+        if self.estate.settings.script_refusals and file_id in refs.ids:
+            return f"referenced under another name: {refs.ids[file_id]}"
+        return None
 
 
 def ref_key(path: str) -> str:

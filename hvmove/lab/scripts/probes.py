@@ -77,8 +77,10 @@ class ProbeScripts(ScriptBase):
             )
         name = f"hvmove-probe-{uuid.uuid4().hex}.tmp"
         target = folder / name
-        rate = self.estate.bandwidth(vol)
-        throttle = self.engine.throttle(vol)
+        fabric = self.engine.fabric
+        flow = f"probe|{name}"
+        # a probe is a host copy on one volume: it shares the volume (and its array) with moves
+        fabric.open(flow, vol, vol, offload=False)
         try:
             t0 = time.perf_counter()
             with open(target, "wb") as fh:
@@ -86,16 +88,17 @@ class ProbeScripts(ScriptBase):
                 while remaining > 0:
                     n = min(1024 * 1024, remaining)
                     fh.write(os.urandom(n))
-                    throttle.take(logical * n / real, rate)  # the logical bytes, not the floor
+                    fabric.take(flow, logical * n / real)  # the logical bytes, not the floor
                     remaining -= n
                 fh.flush()
                 os.fsync(fh.fileno())
             t1 = time.perf_counter()
             with open(target, "rb") as fh:
                 while chunk := fh.read(1024 * 1024):
-                    throttle.take(logical * len(chunk) / real, rate)
+                    fabric.take(flow, logical * len(chunk) / real)
             t2 = time.perf_counter()
         finally:
+            fabric.close(flow)
             target.unlink(missing_ok=True)
         write_s, read_s = max(t1 - t0, 1e-6), max(t2 - t1, 1e-6)
         return models.BandwidthProbe(

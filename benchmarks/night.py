@@ -1,0 +1,272 @@
+"""A night in the lab: hvmove's nightly flow against an upper bound and against the loop admins
+run today, on the same generated estate and window (``night_estate.py`` describes the estate).
+
+- bound: an upper bound on the bytes any schedule could move in the window under the lab's own
+  bandwidth model (LP relaxation over volume, array and offload capacities, per-host limits
+  ignored), computed offline from the estate;
+- hvmove: the ``nightly-migrations`` flow, called as the deployment calls it (plan file, config,
+  window, time zone), on a local Prefect server, with the lab in its own process and a generated
+  history in the store to learn from. Bytes moved in the window, overruns (copies running at the
+  window's end or cancelled for it), ETA error (median of actual over planned P50 copy time) and
+  P90 coverage (share of finished moves whose copy ended before their planned P90 finish);
+- FIFO: a fresh copy of the same estate; per host, ``MaximumStorageMigrations`` moves at a time in
+  plan order, started whenever a slot frees until the window ends, no admission.
+
+    python benchmarks/night.py [--seed 1] [--minutes 3]
+
+Last line: night_bytes/bound=R1 overruns=N fifo_bytes/bound=R2 fifo_overruns=M p90_coverage=C
+(goal: R1 >= 0.85, N = 0, C >= 0.9, R2 < R1 and M > N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import night_estate  # noqa: E402
+
+TiB = 1024**4
+
+
+def _config(lab: Path, probe_mib: int) -> Path:
+    from hvmove.lab.process import write_config
+
+    path = write_config(lab)
+    # per-volume limits high enough that the bandwidth model, not a slot count, decides
+    path.write_text(
+        path.read_text(encoding="utf-8")
+        + f"defaults:\n  probe_mib: {probe_mib}\n  moves_per_source_volume: 8\n"
+        "  moves_per_destination_volume: 8\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _jobs(lab: Path) -> dict[str, dict[str, Any]]:
+    from hvmove.lab.control import LabControl
+
+    out = {}
+    for j in LabControl(lab).call("jobs", timeout=30)["jobs"]:
+        start = datetime.fromisoformat(j["start_time"])
+        j["start"] = start
+        j["end"] = start + timedelta(seconds=j["elapsed_seconds"])
+        out[j["vm_id"].lower()] = j
+    return out
+
+
+def _tally(
+    jobs: dict[str, dict[str, Any]], moves: list[night_estate.Move], end: datetime
+) -> tuple[int, int]:
+    """Bytes of copies completed by the window end, and copies running past it or cancelled."""
+    size = {m.vm_id.lower(): m.bytes for m in moves}
+    moved = overruns = 0
+    for vm_id, j in jobs.items():
+        running_at_end = j["start"] < end and (
+            j["job_state"] in ("New", "Starting", "Running") or j["end"] > end
+        )
+        if j["job_state"] == "Completed" and j["end"] <= end:
+            moved += size.get(vm_id, 0)
+        elif running_at_end or j["job_state"] == "Terminated":
+            overruns += 1
+    return moved, overruns
+
+
+def _window(lead_s: float, minutes: int) -> tuple[str, datetime, datetime]:
+    start = datetime.now(UTC) + timedelta(seconds=lead_s)
+    start = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    end = start + timedelta(minutes=minutes)
+    return f"{start:%H:%M}-{end:%H:%M}", start, end
+
+
+def run_hvmove(args: argparse.Namespace, lab: Path) -> dict[str, Any]:
+    from flows.nightly import nightly
+    from hvmove.config import load
+    from hvmove.lab import process
+    from hvmove.lab.history import generate_history
+
+    estate, moves = night_estate.build(lab, args.seed, args.minutes, args.host_limit)
+    (lab / "plan.yaml").write_text(night_estate.plan_text(moves), encoding="utf-8")
+    process.up(lab)  # writes hvmove.yaml with the hosts' ports
+    try:
+        cfg_path = _config(lab, args.probe_mib)
+        # the store already knows past nights: the planner learns its rates from them
+        generate_history(load(cfg_path).store_url(), days=30, seed=args.seed, lab_estate=estate)
+        text, _start, end = _window(args.lead, args.minutes)
+        print(f"hvmove: window {text} UTC; prechecks first", flush=True)
+        state = nightly(
+            plan=str(lab / "plan.yaml"),
+            config=str(cfg_path),
+            window=text,
+            margin_minutes=args.margin_s / 60,
+            poll_seconds=1.0,
+            return_state=True,
+        )
+        summary = state.result(raise_on_failure=False)
+        jobs = _jobs(lab)
+    finally:
+        process.down(lab)
+    moved, overruns = _tally(jobs, moves, end)
+    ratios, covered = [], []
+    for m in summary["moved"]:
+        vm_id = next(x.vm_id.lower() for x in moves if x.vm == m["vm"])
+        job = jobs.get(vm_id)
+        if job is None or not m.get("planned_p50_s"):
+            continue
+        ratios.append(job["elapsed_seconds"] / m["planned_p50_s"])
+        covered.append(job["end"] <= datetime.fromisoformat(m["planned_finish_p90"]))
+    return {
+        "bytes": moved,
+        "overruns": overruns,
+        "moves": len(summary["moved"]),
+        "deferred": len(summary["deferred"]),
+        "failed": len(summary["failed"]),
+        "eta_ratio": statistics.median(ratios) if ratios else float("nan"),
+        "p90_coverage": sum(covered) / len(covered) if covered else float("nan"),
+        "failures": summary["failed"][:3],
+    }
+
+
+def _fifo_host(
+    client: Any, queue: list[night_estate.Move], limit: int, end: datetime, stop: threading.Event
+) -> None:
+    from hvmove.errors import HvmoveError
+
+    mine: list[str] = []
+    for move in queue:
+        while datetime.now(UTC) < end and not stop.is_set():
+            running = 0
+            for vm_id in mine:
+                job = client.move_status(vm_id).job
+                running += 1 if job is not None and job.running else 0
+            if running < limit:
+                break
+            time.sleep(0.5)
+        if datetime.now(UTC) >= end or stop.is_set():
+            return
+        try:
+            client.start_move(move.vm_id, "all", destination=move.destination, retain_source=False)
+            mine.append(move.vm_id)
+        except HvmoveError:
+            time.sleep(0.5)  # the host refused (its own limit): the loop goes on with the next
+
+
+def run_fifo(args: argparse.Namespace, lab: Path) -> dict[str, Any]:
+    from hvmove.config import load
+    from hvmove.hyperv.client import open_client
+    from hvmove.lab import process
+
+    _estate, moves = night_estate.build(lab, args.seed, args.minutes, args.host_limit)
+    process.up(lab)
+    try:
+        cfg = load(_config(lab, args.probe_mib))
+        start = datetime.now(UTC) + timedelta(seconds=2)
+        end = start + timedelta(minutes=args.minutes)
+        clients = {h.name: open_client(cfg, h.name) for h in cfg.hosts}
+        stop = threading.Event()
+        threads = [
+            threading.Thread(
+                target=_fifo_host,
+                args=(clients[h], [m for m in moves if m.host == h], args.host_limit, end, stop),
+                daemon=True,
+            )
+            for h in clients
+        ]
+        time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()))
+        print(f"fifo: window {start:%H:%M:%S}-{end:%H:%M:%S} UTC", flush=True)
+        for t in threads:
+            t.start()
+        time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds()) + 1.0)
+        stop.set()
+        jobs = _jobs(lab)
+        for m in moves:  # the night is over: stop what still runs (the tally is taken)
+            j = jobs.get(m.vm_id.lower())
+            if j is not None and j["job_state"] in ("New", "Starting", "Running"):
+                clients[m.host].stop_move(m.vm_id)
+        for c in clients.values():
+            c.close()
+    finally:
+        process.down(lab)
+    moved, overruns = _tally(jobs, moves, end)
+    return {"bytes": moved, "overruns": overruns}
+
+
+@contextlib.contextmanager
+def _own_prefect_server(home: Path) -> Iterator[None]:
+    """A Prefect server of this run's own, stopped at the end: a shared one can be stopped or
+    loaded by someone else in the middle of the night."""
+    from hvmove.prefect_local import ensure_server
+
+    os.environ.pop("PREFECT_API_URL", None)
+    os.environ["PREFECT_HOME"] = str(home)  # no profile of anyone else's names another API
+    ensure_server(home=home, port=0)  # before Prefect is imported: it reads the URL once
+    try:
+        yield
+    finally:
+        pid = json.loads((home / "server.json").read_text())["pid"]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)  # its own session: the server and its workers
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--minutes", type=int, default=3, help="the window, in lab minutes")
+    ap.add_argument("--host-limit", type=int, default=4, help="MaximumStorageMigrations")
+    ap.add_argument("--lead", type=float, default=20, help="seconds for prechecks before it")
+    ap.add_argument("--margin-s", type=float, default=6.0, help="the window's safety margin")
+    ap.add_argument(
+        "--probe-mib", type=int, default=4096, help="probe size (lab rates are sped up too)"
+    )
+    ap.add_argument("--skip-fifo", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, _own_prefect_server(Path(tmp) / "prefect"):
+        lab = Path(tmp) / "bound"
+        estate, moves = night_estate.build(lab, args.seed, args.minutes, args.host_limit)
+        total = sum(m.bytes for m in moves)
+        bound, how = night_estate.bound(estate, moves, args.minutes * 60)
+        shutil.rmtree(lab)
+        print(
+            f"estate: {len(estate.data.hosts)} hosts, {len(estate.data.volumes)} volumes, "
+            f"{len(moves)} VMs, {total / TiB:,.1f} TiB to move; bound {bound / TiB:,.1f} TiB "
+            f"({how}); everything / bound = {total / bound:.2f}",
+            flush=True,
+        )
+        hv = run_hvmove(args, Path(tmp) / "hvmove")
+        print(
+            f"hvmove: {hv['bytes'] / TiB:,.1f} TiB in {hv['moves']} moves, {hv['deferred']} "
+            f"deferred, {hv['failed']} failed, overruns {hv['overruns']}, ETA actual/predicted "
+            f"median {hv['eta_ratio']:.2f}, P90 coverage {hv['p90_coverage']:.2f}",
+            flush=True,
+        )
+        for f in hv["failures"]:
+            print(f"  failed: {f['vm']}: {f['reason'][:160]}")
+        fifo = {"bytes": 0, "overruns": 0}
+        if not args.skip_fifo:
+            fifo = run_fifo(args, Path(tmp) / "fifo")
+            print(f"fifo: {fifo['bytes'] / TiB:,.1f} TiB, overruns {fifo['overruns']}", flush=True)
+    print(
+        f"night_bytes/bound={hv['bytes'] / bound:.3f} overruns={hv['overruns']} "
+        f"fifo_bytes/bound={fifo['bytes'] / bound:.3f} fifo_overruns={fifo['overruns']} "
+        f"p90_coverage={hv['p90_coverage']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""What the store's history says about tonight's copies: per move its rate alone (P50 and P90),
+the bandwidth resources it shares, and their capacities, as the planner takes them
+(``hvmove.throughput`` describes the model; ``hvmove.sharing`` how the planner uses it).
+
+What hvmove can see from outside the array: each volume (probed by the prechecks, or bounded by
+the fastest copy history shows through it) and, for ODX, which volumes offload to each other
+(volumes joined by an ODX copy are one offload group: the array's copy engine, which all ODX
+copies inside it share). An array's own limit on host copies is not visible; the per-class
+learning absorbs what it costs on average.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+
+from hvmove import throughput
+from hvmove.planner import PlannedMove, Throughput
+from hvmove.store import MoveRecord, Store, ThroughputSample
+
+
+def observations(store: Store) -> list[throughput.Observation]:
+    """Every completed copy in the store, with the mean concurrency of its samples."""
+    with store.session() as s:
+        mean = dict(
+            s.execute(
+                select(ThroughputSample.move_id, func.avg(ThroughputSample.concurrent))
+                .where(ThroughputSample.concurrent.is_not(None))
+                .group_by(ThroughputSample.move_id)
+            ).all()
+        )
+        rows = s.execute(
+            select(
+                MoveRecord.id,
+                MoveRecord.source_volume,
+                MoveRecord.destination_volume,
+                MoveRecord.odx,
+                MoveRecord.bytes_total,
+                MoveRecord.copy_seconds,
+                MoveRecord.measured_mbps,
+            ).where(MoveRecord.status == "completed", MoveRecord.copy_seconds > 0)
+        ).all()
+    return [
+        throughput.Observation(
+            source=r.source_volume,
+            destination=r.destination_volume,
+            odx=bool(r.odx),
+            bytes=r.bytes_total,
+            seconds=r.copy_seconds,
+            concurrent=float(mean.get(r.id) or 1.0),
+            probe_rate=r.measured_mbps * 1e6 if r.measured_mbps else None,
+        )
+        for r in rows
+        if r.bytes_total and r.source_volume and r.destination_volume
+    ]
+
+
+def offload_groups(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Volume key -> its ODX group's name (the smallest key in it): volumes joined by ODX
+    copies, directly or through others (ODX works inside one array's copy manager)."""
+    parent: dict[str, str] = {}
+
+    def root(k: str) -> str:
+        parent.setdefault(k, k)
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for a, b in pairs:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {k: root(k) for k in parent}
+
+
+def shares_of(source: str, destination: str, odx: bool, groups: Mapping[str, str]) -> list[str]:
+    if odx and source in groups:
+        return [throughput.offload_resource(groups[source])]
+    return list(throughput.copy_resources(source, destination, odx_array=None, arrays={}))
+
+
+@dataclass
+class NightModel:
+    """Tonight's throughput model, learned from the store and this night's prechecks."""
+
+    learner: throughput.Learner
+    groups: dict[str, str]
+    bandwidth: dict[str, float] = field(default_factory=dict)
+
+    def planned(self, move: PlannedMove, probe_rate: float | None, fallback: float) -> PlannedMove:
+        """The move with its learned rate alone and the resources it shares."""
+        src, dst = move.source_volumes[0], move.destination_volume
+        est = self.learner.estimate(src, dst, move.odx, probe_rate, fallback)
+        shares = shares_of(src, dst, move.odx, self.groups)
+        return move.model_copy(
+            update={"throughput": Throughput(p50=est.p50, p90=est.p90), "shares": shares}
+        )
+
+
+def night_model(
+    obs: list[throughput.Observation],
+    tonight: Iterable[PlannedMove],
+    probes: Mapping[str, float],
+) -> NightModel:
+    """``probes``: volume key -> the rate the bandwidth probe measured there tonight (bytes/s)."""
+    moves = list(tonight)
+    pairs = [(o.source, o.destination) for o in obs if o.odx]
+    pairs += [(m.source_volumes[0], m.destination_volume) for m in moves if m.odx]
+    groups = offload_groups(pairs)
+    model = NightModel(throughput.Learner(obs), groups)
+    bw: dict[str, float] = {}
+    for key, rate in probes.items():
+        bw[throughput.volume_resource(key)] = rate
+    for o in obs:
+        alone = o.standalone_rate()
+        if o.odx and o.source in groups:
+            res = throughput.offload_resource(groups[o.source])
+            bw[res] = max(bw.get(res, 0.0), alone)
+        elif not o.odx and o.concurrent <= 1.0:
+            # a copy alone ran no faster than either of its volumes allows
+            for key in (o.source, o.destination):
+                res = throughput.volume_resource(key)
+                bw[res] = max(bw.get(res, 0.0), o.rate)
+    for m in moves:  # an offload group without history: at least its fastest move alone
+        if m.odx and m.source_volumes[0] in groups:
+            res = throughput.offload_resource(groups[m.source_volumes[0]])
+            bw.setdefault(res, m.throughput.p50)
+    model.bandwidth = bw
+    return model

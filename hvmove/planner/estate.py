@@ -1,0 +1,170 @@
+"""The batch flattened for the scheduler: jobs with their slots and rates, running moves as
+held slots, each resource's limit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from hvmove.planner.models import (
+    MIN_MOVE_SECONDS,
+    Limits,
+    PlannedMove,
+    Resource,
+    RunningMove,
+    VolumeState,
+)
+from hvmove.sharing import Shares
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    index: int  # position in the caller's list: the last tie-breaker, and FIFO's order
+    move: PlannedMove
+    resources: tuple[Resource, ...]
+    rate50: float
+    rate90: float
+    d50: float
+    d90: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    end: float  # seconds from the origin
+    resources: tuple[Resource, ...]
+    destination: str
+    reserved: int
+    shares: tuple[str, ...] = ()
+    rate: float = 0.0
+
+
+@dataclass(slots=True)
+class _Estate:
+    volumes: dict[str, VolumeState]
+    jobs: list[_Job]
+    held: list[_Held]
+    caps: dict[Resource, int]
+    bandwidth: Mapping[str, float]  # capacity of the resources moves share (hvmove.sharing)
+
+    def cap(self, res: Resource) -> int:
+        return self.caps[res]
+
+    def spare(self, key: str) -> int:
+        """Bytes that moves of this batch may still reserve on a volume."""
+        vol = self.volumes[key]
+        held = sum(h.reserved for h in self.held if h.destination == key)
+        return vol.free - held - vol.floor
+
+
+def _resources(item: PlannedMove | RunningMove) -> tuple[Resource, ...]:
+    # a VM with two disks on one volume takes one slot there
+    unique = dict.fromkeys(item.source_volumes)
+    return (
+        ("host", item.host.lower()),
+        # one move per VM at a time, whatever the plan says: a second Move-VMStorage of a VM
+        # that is moving fails, and two entries for one VM are a plan mistake to survive
+        ("vm", f"{item.host.lower()}|{item.vm.lower()}"),
+        *(("source", s) for s in unique),
+        ("destination", item.destination_volume),
+    )
+
+
+def _share(bandwidth: float | None, slots: int) -> float:
+    return math.inf if bandwidth is None or slots <= 0 else bandwidth / slots
+
+
+def _volume_cap(move: PlannedMove, volumes: dict[str, VolumeState], limits: Limits) -> float:
+    if move.odx:
+        return math.inf
+    caps = [_share(volumes[s].read_bandwidth, limits.source(s)) for s in move.source_volumes]
+    dest = volumes[move.destination_volume]
+    caps.append(_share(dest.write_bandwidth, limits.destination(dest.key)))
+    return min(caps)
+
+
+def _job(
+    index: int,
+    move: PlannedMove,
+    volumes: dict[str, VolumeState],
+    limits: Limits,
+    bandwidth: Mapping[str, float],
+) -> _Job:
+    # with shares, the rate alone: the planned rate is decided at admission (hvmove.sharing)
+    cap = (
+        Shares(bandwidth).alone(move.shares, math.inf)
+        if move.shares
+        else _volume_cap(move, volumes, limits)
+    )
+    rate50, rate90 = min(move.throughput.p50, cap), min(move.throughput.p90, cap)
+    return _Job(
+        index=index,
+        move=move,
+        resources=_resources(move),
+        rate50=rate50,
+        rate90=rate90,
+        d50=max(move.bytes / rate50, MIN_MOVE_SECONDS),
+        d90=max(move.bytes / rate90, MIN_MOVE_SECONDS),
+    )
+
+
+def _held(run: RunningMove, now: datetime, origin: datetime, overdue_end: float) -> _Held:
+    overdue = run.expected_finish <= now
+    return _Held(
+        end=overdue_end if overdue else (run.expected_finish - origin).total_seconds(),
+        resources=_resources(run),
+        destination=run.destination_volume,
+        reserved=run.reserved_bytes,
+        shares=tuple(run.shares) if run.rate else (),
+        rate=run.rate or 0.0,
+    )
+
+
+def _check_keys(
+    items: Iterable[PlannedMove | RunningMove], volumes: dict[str, VolumeState], limits: Limits
+) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise ValueError(f"move id {item.id!r} appears twice")
+        seen.add(item.id)
+        limits.host(item.host)
+        for key in [*item.source_volumes, item.destination_volume]:
+            if key not in volumes:
+                raise ValueError(f"move {item.id!r}: no state for volume {key!r}")
+
+
+def _cap(res: Resource, limits: Limits) -> int:
+    kind, name = res
+    if kind == "host":
+        return limits.host(name)
+    if kind == "vm":
+        return 1
+    return limits.source(name) if kind == "source" else limits.destination(name)
+
+
+def _estate(
+    moves: Sequence[PlannedMove],
+    volumes: Sequence[VolumeState],
+    limits: Limits,
+    running: Sequence[RunningMove] = (),
+    now: datetime | None = None,
+    origin: datetime | None = None,
+    overdue_end: float = 0.0,
+    bandwidth: Mapping[str, float] | None = None,
+) -> _Estate:
+    by_key = {v.key: v for v in volumes}
+    if len(by_key) != len(volumes):
+        raise ValueError("two volume states share a key")
+    _check_keys([*moves, *running], by_key, limits)
+    held: list[_Held] = []
+    if running:
+        if now is None:
+            raise ValueError("running moves need the current time")
+        held = [_held(r, now, origin or now, overdue_end) for r in running]
+    bw = dict(bandwidth or {})
+    jobs = [_job(i, m, by_key, limits, bw) for i, m in enumerate(moves)]
+    resources = {r for item in [*jobs, *held] for r in item.resources}
+    caps = {r: _cap(r, limits) for r in resources}
+    return _Estate(volumes=by_key, jobs=jobs, held=held, caps=caps, bandwidth=bw)
