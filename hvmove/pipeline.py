@@ -124,7 +124,7 @@ def run_copy(
             }
         if record.job_id:
             _remove_own_leftovers(client, record)
-        start = _start_waiting_for_slot(client, vm_id, request, retain_source, slot_wait_s)
+        start = _start_marked(client, store, record, request, retain_source, slot_wait_s)
         if start.status == "already_at_destination":
             return {"skipped": True, "reason": start.message, "bytes": record.bytes_total}
         started_here = start.status == "started"
@@ -197,6 +197,27 @@ def run_copy(
         "mbps": total / seconds / 1e6 if seconds else None,
         "started_here": started_here,
     }
+
+
+def _start_marked(
+    client: HostClient,
+    store: Store,
+    record: Any,
+    request: MoveRequest,
+    retain: bool,
+    slot_wait_s: float,
+) -> models.MoveStart:
+    """Start the move with the record marked: from just before the start until the host names
+    the job, a crash leaves a move this record started, and the rerun's prechecks must take a
+    running job of this VM as its own rather than block on it."""
+    store.update(record.id, job_id=prechecks.JOB_STARTING)
+    try:
+        return _start_waiting_for_slot(client, record.vm_id, request, retain, slot_wait_s)
+    except MaybeRanError:
+        raise  # it may have started: the mark stays
+    except Exception:
+        store.update(record.id, job_id=record.job_id)  # refused or never sent: nothing started
+        raise
 
 
 def _start_waiting_for_slot(

@@ -31,6 +31,11 @@ class Options:
     keep_source: bool = True  # keep_source_until_verified: the WMI path with AvoidRemovingVHDs
 
 
+# The job id a record holds from just before Start-StorageMove until the host names the job: a
+# process that dies in between leaves a move it started but never learned the id of.
+JOB_STARTING = "(starting)"
+
+
 @dataclass
 class OwnAttempt:
     """What an earlier attempt of this same move left: its job and destination files are ours."""
@@ -202,7 +207,7 @@ def _blockers(
 def _running_move(client: HostClient, vm: VMInfo, ours: OwnAttempt, add) -> bool:
     job = client.move_status(vm.id).job
     if job is not None and job.running:
-        if ours.job_id and job.job_id == ours.job_id:
+        if ours.job_id in (job.job_id, JOB_STARTING):
             add(
                 Check(
                     name="move running",

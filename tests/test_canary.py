@@ -222,3 +222,18 @@ def test_a_failed_move_still_reports_the_probes_and_leaves_nothing(lab: Lab) -> 
     assert "brackets in a disk name taken literally" in _premises(report)
     assert report.left_behind == [] and report.removal.kept == []
     assert _tree(lab) == tree and _vms(lab) == vms
+
+
+def test_hostile_folder_names(lab: Lab) -> None:
+    """Brackets, quotes, '$' and Unicode in P and Q travel as parameters, come back as written."""
+    odd_p, odd_q = "D:\\VMs [x] $y 'q' ü", 'E:\\Ziel "z" $(1)'
+    (lab.dir / "hosts/hv01/D/VMs [x] $y 'q' ü").mkdir()
+    (lab.dir / 'hosts/hv01/E/Ziel "z" $(1)').mkdir()
+    tree, vms = _tree(lab), _vms(lab)
+    report = canary.run(lab.config, "hv01", odd_p, odd_q, poll_s=0.1)
+    assert report.ok, report.markdown()
+    assert report.removal.folders_removed == [
+        f"{odd_p}\\{report.vm_name}",
+        f"{odd_q}\\{report.vm_name}",
+    ]
+    assert _tree(lab) == tree and _vms(lab) == vms

@@ -5,6 +5,7 @@ migrate-vm deployment. Cancelling a night through the API mid-copy stops the Hyp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,7 +52,18 @@ def start_worker(api: str, home: Path, name: str) -> subprocess.Popen:
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it
     return subprocess.Popen(
-        [str(BIN / "prefect"), "worker", "start", "--pool", "hvmove", "--name", name],
+        # --limit 2: two workers must then share a night and its three moves
+        [
+            str(BIN / "prefect"),
+            "worker",
+            "start",
+            "--pool",
+            "hvmove",
+            "--name",
+            name,
+            "--limit",
+            "2",
+        ],
         cwd=home,  # not the project folder: the deployment must say where the code is
         env=clean_env(api, home),
         stdout=log,
@@ -280,3 +292,163 @@ def test_a_bad_move_parameter_is_refused_before_anything_starts(deployed: Deploy
     assert not lab.server.engine.jobs_of(lab.vm("web01").id) or all(
         j.state == "Completed" for j in lab.server.engine.jobs_of(lab.vm("web01").id)
     )
+
+
+# -- scale-out: two workers, one shared PostgreSQL store -----------------------------------------
+PG_ENV = "HVMOVE_TEST_POSTGRES_URL"
+
+
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _tree(root: int) -> list[int]:
+    """ROOT and every process below it (the worker and the flow runs it started)."""
+    procs = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += [c for c in procs if _ppid(c) == pid]
+    return out
+
+
+def _worker_of(run, workers: list[subprocess.Popen]) -> subprocess.Popen | None:
+    pid = int(str(run.infrastructure_pid or "0").rsplit(":", 1)[-1])  # "pid" or "host:pid"
+    while pid > 1:
+        for w in workers:
+            if w.pid == pid:
+                return w
+        pid = _ppid(pid)
+    return None
+
+
+@pytest.fixture
+def pg_config(deployed: Deployed) -> Iterator[Path]:
+    """The lab's config with its store in a PostgreSQL schema of its own (dropped afterwards)."""
+    import uuid
+
+    import yaml
+    from sqlalchemy import create_engine, make_url, text
+
+    base = make_url(os.environ[PG_ENV])
+    schema = f"hvmove_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
+    doc = yaml.safe_load((deployed.lab.dir / "hvmove.yaml").read_text())
+    doc["store"] = {"url": url.render_as_string(hide_password=False)}
+    path = deployed.lab.dir / "hvmove-pg.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    try:
+        yield path
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.mark.skipif(not os.environ.get(PG_ENV), reason=f"{PG_ENV} not set (.ci/postgres.sh)")
+def test_two_workers_share_a_night_and_a_lost_worker_is_resumed(
+    deployed: Deployed, pg_config: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.objects import WorkerStatus
+    from prefect.states import Crashed
+
+    from hvmove.config import load
+
+    lab = deployed.lab
+    lab.server.control("settings", {"rate_scale": 2})  # copies last long enough to lose a worker
+    deployed.workers.append(start_worker(deployed.api, deployed.home, "w2"))
+    calls_before = len(lab.server.scripts.calls)  # earlier tests of the module moved VMs too
+    plan = lab.dir / "three.yaml"
+    plan.write_text(
+        "moves:\n  - {host: hv01, vm: sql01, destination: 'F:\\VMs\\sql01'}\n"
+        "  - {host: hv01, vm: app01, destination: 'F:\\VMs\\app01'}\n"
+        "  - {host: hv02, vm: dc01, destination: 'E:\\VMs\\dc01'}\n"
+    )
+    with get_client(sync_client=True) as client:
+        deadline = time.monotonic() + 60
+        while (
+            len(
+                [
+                    w
+                    for w in client.read_workers_for_work_pool("hvmove")
+                    if w.status == WorkerStatus.ONLINE
+                ]
+            )
+            < 2
+        ):
+            assert time.monotonic() < deadline, worker_logs(deployed)
+            time.sleep(0.5)
+        nightly = client.read_deployment_by_name("nightly-migrations/nightly")
+
+        def night(config: Path):
+            return client.create_flow_run_from_deployment(
+                nightly.id,
+                parameters={
+                    "window": "now",
+                    "poll_seconds": 0.5,
+                    "plan": str(plan),
+                    "config": str(config),
+                },
+            )
+
+        # a SQLite store with two workers online is refused, with the reason
+        refused = wait_final(night(lab.dir / "hvmove.yaml").id)
+        assert refused.state.is_failed() and "SQLite" in refused.state.message
+        assert "2 workers online" in refused.state.message
+        assert all(r.vm_name != "app01" for r in Store(lab.config.store_url()).moves())
+        first = night(pg_config)
+        ids = {vm: lab.vm(vm).id for vm in ("sql01", "app01", "dc01")}
+        deadline = time.monotonic() + 180
+        while not all(
+            any(j.percent >= 3 for j in lab.server.engine.jobs_of(i)) for i in ids.values()
+        ):
+            assert time.monotonic() < deadline, worker_logs(deployed)
+            time.sleep(0.2)
+        while True:  # a worker records a run's process id just after it started it
+            children = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[first.id])
+                )
+            )
+            if len(children) == 3 and all(c.infrastructure_pid for c in children):
+                break
+            assert time.monotonic() < deadline, children
+            time.sleep(0.2)
+        by_worker = {c.id: _worker_of(c, deployed.workers) for c in children}
+        used = {w.pid for w in by_worker.values() if w is not None}
+        assert len(used) == 2, by_worker  # the night's moves ran on both workers
+        night_worker = _worker_of(client.read_flow_run(first.id), deployed.workers)
+        lost = next(w for w in deployed.workers if w.pid in used and w is not night_worker)
+        orphans = [c for c in children if by_worker[c.id] is lost]
+        for pid in _tree(lost.pid):  # the machine dies: its worker and its moves' processes
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        lost.wait(10)
+        lab.server.control("settings", {"rate_scale": 40})  # the rest need not be slow
+        for c in orphans:  # what a zombie-run automation does once the heartbeats stop
+            client.set_flow_run_state(c.id, Crashed(message="worker lost"), force=True)
+        wait_final(first.id, timeout=300)
+        store = Store(load(pg_config).store_url())
+        lost_vms = {c.parameters["vm"] for c in orphans}
+        assert {r.vm_name for r in store.moves() if r.status == "running"} == lost_vms
+        second = wait_final(night(pg_config).id, timeout=300)
+    assert second.state.is_completed(), (second.state, worker_logs(deployed))
+    records = {r.vm_name: r for r in store.moves()}
+    assert all(records[vm].status == "completed" for vm in ids), records
+    for vm, vm_id in ids.items():  # resumed by attaching or finishing: never a second start
+        starts = [
+            c
+            for c in lab.server.scripts.calls[calls_before:]
+            if c[1] == "Start-StorageMove" and c[2].get("VmId") == vm_id
+        ]
+        assert len(starts) == 1, (vm, starts)

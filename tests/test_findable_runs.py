@@ -89,8 +89,9 @@ def test_night_and_moves_are_findable(prefect_api: str, tmp_path: Path) -> None:
         step = {t.name.split("-")[0]: t for t in tasks}
         chain = ["prechecks", "copy", "cutover", "verify", "cleanup"]
         for before, after in itertools.pairwise(chain):
-            waits = {str(i.id) for i in step[after].task_inputs.get("wait_for", [])}
-            assert str(step[before].id) in waits, (after, step[after].task_inputs)
+            # an edge from the step before, and no other (the graph is a chain, not a fan)
+            edges = {str(i.id) for ins in step[after].task_inputs.values() for i in ins}
+            assert edges == {str(step[before].id)}, (after, step[after].task_inputs)
         arts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[night.id]))
         )

@@ -84,6 +84,39 @@ def test_rerun_after_a_crash_at_each_step_finishes_with_one_start(
     assert starts(lab) == 1
 
 
+@pytest.mark.parametrize("field", ["precheck", "job_id", "copy_seconds", "verification", "cleanup"])
+def test_rerun_after_a_crash_inside_a_step_before_it_recorded(
+    lab: Lab, store: Store, monkeypatch: pytest.MonkeyPatch, field: str
+) -> None:
+    """The step did its work on the host, then the process died before the record said so:
+    the rerun looks at the host and finishes without a second move."""
+    real = Store.update
+    crashed: list[str] = []
+
+    def update(self: Store, move_id: str, **fields) -> None:
+        # job_id: the host named the job (the mark written before the start is no such record)
+        if field in fields and fields[field] != prechecks.JOB_STARTING and not crashed:
+            crashed.append(field)
+            raise Crash(f"killed before recording {field}")
+        real(self, move_id, **fields)
+
+    monkeypatch.setattr(Store, "update", update)
+    if field == "job_id":
+        lab.server.control("settings", {"rate_scale": 8.0})  # still copying at the rerun
+    req = MoveRequest(host="hv01", vm="web01", destination="E:\\VMs\\web01")
+    source = lab.vm("web01").drives[0].path
+    move_id = open_record(lab, store, req)
+    with lab.client() as client, pytest.raises(Crash):
+        run_steps(client, store, move_id, req)
+    assert crashed == [field]
+    with lab.client() as client:
+        if field == "job_id":
+            assert client.move_status(lab.vm("web01").id).job.running
+        run_steps(client, store, move_id, req)
+    assert_finished(lab, store, move_id, source)
+    assert starts(lab) == 1
+
+
 def test_rerun_after_a_crash_mid_copy_attaches_and_charges_only_what_remains(
     lab: Lab, store: Store
 ) -> None:
