@@ -248,8 +248,16 @@ class HostClient:
     def inventory(self, vm_id: str = "") -> models.Inventory:
         return self.call("Get-VMInventory", models.Inventory, VmId=vm_id)
 
-    def volumes(self, paths: list[str]) -> models.VolumeReport:
-        return self.call("Get-VolumeInfo", models.VolumeReport, Path=list(paths))
+    def volumes(self, paths: list[str], *, partial: bool = False) -> models.VolumeReport:
+        """partial: entries the host could not resolve come back with their ``error``; else
+        any such entry fails the call (a precheck needs every path it asked about)."""
+        report = self.call("Get-VolumeInfo", models.VolumeReport, Path=list(paths))
+        failed = [v for v in report.volumes if v.error]
+        if failed and not partial:
+            raise e.ScriptError(
+                self.name, "Get-VolumeInfo", "; ".join(f"{v.path}: {v.error}" for v in failed)
+            )
+        return report
 
     def odx(self, source: str, destination: str) -> models.OdxStatus:
         return self.call(
