@@ -91,6 +91,35 @@ def layout(request: MoveRequest, vm: VMInfo) -> MoveLayout:
     return out
 
 
+def carried_parents(plan: MoveLayout) -> dict[str, str]:
+    """Parents of moved differencing disks that the request does not name, each with where it
+    would land: the folder of the child's destination.
+
+    Move-VMStorage moves a differencing disk's unmanaged parents along with it
+    (-RetainVhdCopiesOnSource "keep any parent virtual hard disks on the source",
+    -RemoveSourceUnmanagedVhds "deletes the parent VHD on the source after ... moves a
+    differencing VHD"; learn.microsoft.com/powershell/module/hyper-v/move-vmstorage), so their
+    names and destination files count in the prechecks. Where such a parent lands when only the
+    child is named is not documented; the child's folder is the reading that fails early rather
+    than late inside the migration job. Chains are walked as Get-VMInventory walks them
+    (ParentPath to the root), from the facts in plan.vhd_info.
+    """
+    info = {norm(p): v for p, v in plan.vhd_info.items()}
+    named = {norm(s) for s in plan.vhds}
+    out: dict[str, str] = {}
+    for src, dst in plan.vhds.items():
+        folder = PureWindowsPath(dst).parent
+        parent = info[norm(src)].parent_path if norm(src) in info else None
+        seen: set[str] = set()
+        while parent and norm(parent) not in named and norm(parent) not in seen:
+            seen.add(norm(parent))
+            landing = str(PureWindowsPath(folder, PureWindowsPath(parent).name))
+            if norm(landing) != norm(parent):
+                out.setdefault(parent, landing)
+            parent = info[norm(parent)].parent_path if norm(parent) in info else None
+    return out
+
+
 def source_folders(vm: VMInfo, moved: list[str]) -> list[str]:
     """Folders a move may leave empty on the source: each moved file's folder and the VM's
     old locations (Hyper-V removes files, never folders)."""

@@ -14,7 +14,7 @@ from pathlib import PureWindowsPath
 from hvmove import models
 from hvmove.hyperv.client import HostClient
 from hvmove.hyperv.errors import PermanentError, TransientError
-from hvmove.layout import MoveLayout, layout, norm
+from hvmove.layout import MoveLayout, carried_parents, layout, norm
 from hvmove.models import Check, MoveRequest, PrecheckReport, VMInfo
 from hvmove.paths import volume_key
 from hvmove.plans import find_vm
@@ -272,15 +272,17 @@ def _disk_blockers(vm: VMInfo, plan: MoveLayout, add) -> None:
                 remedy="eject it: Set-VMDvdDrive -VMName <vm> -Path $null",
             )
         )
-    names = [PureWindowsPath(d).name.lower() for d in plan.vhds.values()]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    # parents the move carries along land beside their child: their names count too
+    landing = [norm(d) for d in [*plan.vhds.values(), *carried_parents(plan).values()]]
+    dupes = sorted({PureWindowsPath(d).name for d in landing if landing.count(d) > 1})
     if dupes:
         add(
             Check(
                 name="file names",
                 status="fail",
-                detail=f"two disks named {', '.join(dupes)} would land in one folder",
-                remedy="use mode 'vhds' with a destination per disk",
+                detail=f"two disks (parents of differencing disks included) named "
+                f"{', '.join(dupes)} would land in one folder",
+                remedy="use mode 'vhds' with a destination per disk, naming each parent too",
             )
         )
 
@@ -355,7 +357,7 @@ def _destinations(
         add(_unreachable_destination(client.name, exc, [p for p, _ in wants]))
         return
     report.source_volume = key_of(client.name, source, cluster)
-    existing = client.vhd_facts(list(plan.vhds.values())).disks
+    existing = client.vhd_facts([*plan.vhds.values(), *carried_parents(plan).values()]).disks
     own = {norm(p) for p in ours.destinations}
     # an earlier attempt's partial files already take their space from "free": charging the
     # whole move again would block the rerun of a half-copied move by its own copy
