@@ -28,6 +28,10 @@ class LabVolume(BaseModel):
     label: str = ""
     array: str | None = None  # storage array; ODX works between volumes of one ODX array
     odx: bool = False
+    # minifilters attached to this volume -> SprtFtrs, as `fltmc instances -v <volume>` lists
+    # them; ODX needs bits 0x1 and 0x2 of every filter attached to either volume ("Deploy
+    # Windows Offloaded Data Transfers", technet jj200627). Empty: every filter opts in.
+    filters: dict[str, int] = {}
 
 
 class LabDrive(BaseModel):

@@ -1,8 +1,8 @@
 # Get-OdxStatus: whether a copy from SourcePath to DestinationPath can be offloaded to the storage
 # array (ODX). Checks, in order: the OS switch (FilterSupportedFeaturesMode 0 or absent), NTFS on
-# both volumes (CSVFS over NTFS counts), every loaded file system minifilter opting in to offload
-# read and write (SupportedFeatures bits 0x3), and both volumes sitting on the same storage
-# subsystem that reports ODX (Get-OffloadDataTransferSetting | Get-StorageSubSystem; only arrays
+# both volumes (CSVFS over NTFS counts), every minifilter attached to either volume opting in to
+# offload read and write (fltmc instances -v, SprtFtrs bits 0x3), and both volumes sitting on the
+# same storage subsystem that reports ODX (Get-OffloadDataTransferSetting | Get-StorageSubSystem; only arrays
 # managed through an SMP provider report it). SMB shares cannot be inspected from here.
 # Prints one OdxStatus document; reason names the first check that failed.
 param([string]$SourcePath, [string]$DestinationPath)
@@ -119,6 +119,26 @@ function Get-HvmOdxSide([string]$label, [string]$path) {
     return $side
 }
 
+# The minifilters attached to one volume: name and SprtFtrs, from "fltmc instances -v <volume>".
+# The header is localized but its dashed rule is not: rows follow the rule, and on each row the
+# Frame number is followed by the eight hex digits of SprtFtrs (instance names may hold spaces).
+function Get-HvmAttachedFilters([string]$root) {
+    $volume = $root.TrimEnd('\')
+    $lines = @(fltmc.exe instances -v $volume)
+    if ($LASTEXITCODE -ne 0) { throw "fltmc instances -v '$volume' failed (exit code $LASTEXITCODE): $($lines -join ' ')" }
+    $rows = $false
+    foreach ($line in $lines) {
+        $text = [string]$line
+        if (-not $rows) {
+            if ($text -match '^\s*-{3,}(\s+-{3,})+\s*$') { $rows = $true }
+            continue
+        }
+        if (-not $text.Trim()) { continue }
+        if ($text -notmatch '^\s*(\S+)\s.*?\s\d+\s+([0-9A-Fa-f]{8})(\s|$)') { throw "fltmc instances -v '$volume': unreadable row '$text'" }
+        @{ name = $Matches[1]; features = [Convert]::ToInt64($Matches[2], 16) }
+    }
+}
+
 $source = Get-HvmOdxSide 'SourcePath' $SourcePath
 $destination = Get-HvmOdxSide 'DestinationPath' $DestinationPath
 
@@ -129,24 +149,29 @@ if ($fileSystemKey -and $null -ne $fileSystemKey.FilterSupportedFeaturesMode) {
     $osEnabled = ([int64]$fileSystemKey.FilterSupportedFeaturesMode -eq 0)
 }
 
-# 2. Minifilters: every loaded one must set SupportedFeatures bits 0x1 (offload read) and 0x2
-# (offload write). Which filters attach to which volume is not read (fltmc would tell); a loaded
-# filter that opts out is counted against both volumes.
+# 2. Minifilters: every filter attached to the source or destination volume must set SprtFtrs
+# bits 0x1 (offload read) and 0x2 (offload write); filters attached only to other volumes do not
+# matter. "Deploy Windows Offloaded Data Transfers" (technet jj200627): run
+# "fltmc instances -v <volume>" and read the SprtFtrs column; "Offloaded Data Transfers"
+# (learn.microsoft.com/windows-hardware/drivers/ifs/offloaded-data-transfers): a filter that does
+# not opt in makes the offload fail on that volume.
 $optedOut = [System.Collections.Generic.List[string]]::new()
 $filtersChecked = $true
+$filterProblem = ''
 try {
-    $drivers = @(Get-CimInstance -ClassName Win32_SystemDriver -Filter "State = 'Running'" -ErrorAction Stop)
-    foreach ($driver in $drivers) {
-        $serviceKey = 'HKLM:\SYSTEM\CurrentControlSet\Services\' + [string]$driver.Name
-        if (-not (Test-Path -LiteralPath ($serviceKey + '\Instances'))) { continue }
-        $service = Get-ItemProperty -LiteralPath $serviceKey -ErrorAction SilentlyContinue
-        $features = [int64]0
-        if ($service -and $null -ne $service.SupportedFeatures) { $features = [int64]$service.SupportedFeatures }
-        if (($features -band 3) -ne 3) { $optedOut.Add([string]$driver.Name) }
+    # a share's filters run on the file server: not visible here (the SMB case is reported below)
+    $localRoots = @($source.root, $destination.root) | Where-Object { -not $_.StartsWith('\\') }
+    foreach ($root in @($localRoots | Select-Object -Unique)) {
+        foreach ($filter in @(Get-HvmAttachedFilters $root)) {
+            if (($filter.features -band 3) -ne 3) {
+                $optedOut.Add(('{0} on {1} (SprtFtrs 0x{2:x})' -f $filter.name, $root, $filter.features))
+            }
+        }
     }
 } catch {
     $filtersChecked = $false
-    Write-Warning -Message "The loaded minifilters could not be listed: $($_.Exception.Message)"
+    $filterProblem = $_.Exception.Message
+    Write-Warning -Message "The minifilters attached to the volumes could not be listed: $filterProblem"
 }
 $filtersOk = ($filtersChecked -and $optedOut.Count -eq 0)
 
@@ -165,9 +190,9 @@ if (-not $osEnabled) {
 } elseif (-not $source.ntfs -or -not $destination.ntfs) {
     $reason = "ODX needs NTFS on both volumes (source: $($source.fs), destination: $($destination.fs))"
 } elseif (-not $filtersChecked) {
-    $reason = 'the loaded file system minifilters could not be checked'
+    $reason = "the minifilters attached to the volumes could not be checked: $filterProblem"
 } elseif (-not $filtersOk) {
-    $reason = "loaded minifilters do not opt in to offload read/write: $($optedOut -join ', ')"
+    $reason = "minifilters attached to the volumes do not opt in to offload read/write: $($optedOut -join ', ')"
 } elseif (-not $source.array -or -not $destination.array) {
     $notes = (@($source.arrayNote, $destination.arrayNote) | Where-Object { $_ }) -join '; '
     $reason = "the storage array behind a volume is unknown ($notes)"

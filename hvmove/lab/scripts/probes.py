@@ -27,13 +27,28 @@ class ProbeScripts(ScriptBase):
             dst = self.estate.volume_of(host, str(p.get("DestinationPath", "")))
         except PathError as exc:
             raise ScriptFailed(str(exc), "PathNotFound", "ObjectNotFound") from None
-        filters_ok = src.file_system == "NTFS" and dst.file_system == "NTFS"
+        ntfs = src.file_system == "NTFS" and dst.file_system == "NTFS"
+        # only the filters attached to the two volumes count, not every loaded one: the check
+        # Microsoft documents is `fltmc instances -v <volume>`, SprtFtrs bits 0x1 and 0x2
+        # ("Deploy Windows Offloaded Data Transfers", technet.microsoft.com/library/jj200627)
+        opted_out = [
+            f"{name} on {vol.root} (SprtFtrs 0x{features:x})"
+            for vol in ([src] if src is dst else [src, dst])
+            for name, features in vol.filters.items()
+            if features & 3 != 3
+        ]
+        filters_ok = not opted_out
         same_array = bool(src.array) and src.array == dst.array
-        odx = h.odx_os_enabled and filters_ok and src.odx and dst.odx and same_array
+        odx = h.odx_os_enabled and ntfs and filters_ok and src.odx and dst.odx and same_array
         if not h.odx_os_enabled:
             reason = "ODX is disabled on the host (FilterSupportedFeaturesMode = 1)"
+        elif not ntfs:
+            reason = "ODX needs NTFS on both volumes"
         elif not filters_ok:
-            reason = "a volume is not NTFS or a filter driver does not support offload"
+            reason = (
+                "minifilters attached to the volumes do not opt in to offload read/write: "
+                + ", ".join(opted_out)
+            )
         elif not (src.odx and dst.odx):
             reason = "a volume's storage does not support ODX"
         elif not same_array:
