@@ -254,6 +254,14 @@ class RemoveReport(Model):
     folders_kept: list[Refusal] = []
 
 
+# --- Update-ClusterVmConfig.ps1 ------------------------------------------------------------------
+class ClusterRefresh(Model):
+    vm_id: str
+    clustered: bool  # this host is a failover cluster node
+    updated: bool  # Update-ClusterVirtualMachineConfiguration succeeded
+    detail: str = ""
+
+
 # --- Find-PathReferences.ps1 ---------------------------------------------------------------------
 class PathReferences(Model):
     """Which of the given files and folders this host's VMs use: cleanup asks every host that can

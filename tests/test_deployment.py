@@ -172,7 +172,10 @@ def test_night_runs_on_a_worker_with_an_empty_environment(deployed: Deployed) ->
     assert run.state.name == "Completed with 1 blocked", run.state
     moves = {r.vm_name: r for r in Store(lab.config.store_url()).moves()}
     assert moves["web01"].status == "completed" and moves["web01"].verified
-    assert moves["web01"].batch == run.name  # the batch id comes from the scheduled start
+    # the batch id comes from the scheduled start; the night carries it as a tag, its name
+    # says date, window and size (issue 9)
+    assert moves["web01"].batch and f"batch:{moves['web01'].batch}" in run.tags
+    assert run.name.startswith("night ") and run.name.endswith("(1 move)")
     assert "iso01" not in moves or moves["iso01"].status != "completed"
     with get_client(sync_client=True) as client:
         children = client.read_flow_runs(

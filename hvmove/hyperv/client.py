@@ -296,6 +296,9 @@ class HostClient:
             "Remove-StorageFiles", models.RemoveReport, Path=list(paths), Folder=list(folders)
         )
 
+    def refresh_cluster_config(self, vm_id: str) -> models.ClusterRefresh:
+        return self.call("Update-ClusterVmConfig", models.ClusterRefresh, VmId=vm_id)
+
     def find_references(self, paths: list[str], folders: list[str]) -> models.PathReferences:
         return self.call(
             "Find-PathReferences", models.PathReferences, Path=list(paths), Folder=list(folders)

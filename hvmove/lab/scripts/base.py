@@ -37,6 +37,9 @@ class ScriptBase:
     # norm(path) of files whose identity cannot be read (a file system or share that does not
     # answer FILE_ID_INFO): Get-HvmFileId fails for them
     no_file_id: frozenset[str] = frozenset()
+    # Update-ClusterVmConfig: the VM ids refreshed, and a message that makes the refresh fail
+    cluster_refreshed: list[str]
+    cluster_refresh_error: str = ""
 
     def _vm(self, host: str, vm_id: Any) -> LabVM:
         vm = self.estate.vm(host, str(vm_id or ""))

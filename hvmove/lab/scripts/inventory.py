@@ -168,6 +168,29 @@ class InventoryScripts(ScriptBase):
             label=vol.label,
         )
 
+    @script("Update-ClusterVmConfig")
+    def cluster_refresh(self, host: str, p: dict[str, Any]) -> models.ClusterRefresh:
+        """The lab has no cluster resources: a clustered host's refresh succeeds (a fault can make
+        it fail), and the lab records it on the VM so that tests see it happened."""
+        vm = self._vm(host, p.get("VmId"))
+        h = self.estate.host(host)
+        if not h.cluster_name:
+            return models.ClusterRefresh(
+                vm_id=vm.id, clustered=False, updated=False, detail="not a cluster node"
+            )
+        if self.cluster_refresh_error:
+            return models.ClusterRefresh(
+                vm_id=vm.id,
+                clustered=True,
+                updated=False,
+                detail=f"Update-ClusterVirtualMachineConfiguration failed: "
+                f"{self.cluster_refresh_error}",
+            )
+        self.cluster_refreshed.append(vm.id)
+        return models.ClusterRefresh(
+            vm_id=vm.id, clustered=True, updated=True, detail=f"refreshed in {h.cluster_name}"
+        )
+
     @script("Get-VMStoragePaths")
     def vm_paths(self, host: str, p: dict[str, Any]) -> models.VMPaths:
         with self.estate.lock:
