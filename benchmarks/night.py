@@ -161,7 +161,7 @@ def _fifo_host(
         if datetime.now(UTC) >= end or stop.is_set():
             return
         try:
-            client.start_move(move.vm_id, "all", destination=move.destination, retain_source=False)
+            client.start_move(move.vm_id, "all", destination=move.destination, keep_source=False)
             mine.append(move.vm_id)
         except HvmoveError:
             time.sleep(0.5)  # the host refused (its own limit): the loop goes on with the next

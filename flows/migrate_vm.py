@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import SyncClientContext
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed
+from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from hvmove import approvals, pipeline, reports, runinfo, shared_storage
@@ -159,11 +160,13 @@ def run_move(
             )
             _step_done(store, move_id, client.name, request.vm, vm_id, "prechecks")
             step = "copy"
+            # quote(): the request and host list are inputs, not results of prechecks (Prefect
+            # would link them to it and draw edges that are not the steps' order)
             copied = copy_task(
                 client,
                 store,
                 move_id,
-                request,
+                quote(request),
                 retain_source=keep,
                 poll_s=poll_seconds,
                 silence_s=cfg.defaults.host_silence_minutes * 60,
@@ -180,7 +183,7 @@ def run_move(
                 seconds=copied.get("seconds"),
             )
             step = "cutover"
-            switched = cutover_task(client, store, move_id, request, wait_for=[copied])
+            switched = cutover_task(client, store, move_id, quote(request), wait_for=[copied])
             _step_done(store, move_id, client.name, request.vm, vm_id, "cutover")
             step = "verify"
             verified = verify_task(client, store, move_id, request.vm, wait_for=[switched])
@@ -190,7 +193,7 @@ def run_move(
             step = "cleanup"
             with shared_storage.asker(cfg) as ask:
                 cleanup_task(
-                    client, store, move_id, request.vm, cfg.hosts, ask, wait_for=[verified]
+                    client, store, move_id, request.vm, quote(cfg.hosts), ask, wait_for=[verified]
                 )
             _step_done(store, move_id, client.name, request.vm, vm_id, "cleanup")
         except pipeline.Blocked as exc:

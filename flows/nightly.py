@@ -27,7 +27,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.urls import url_for
 
 from flows.fanout import Handle, Launcher, launcher
-from hvmove import batch, planner, planning, reports, runinfo
+from hvmove import batch, learning, planner, planning, reports, runinfo
 from hvmove.cancel import OverrunGuard
 from hvmove.config import Config, load
 from hvmove.models import PrecheckReport
@@ -48,6 +48,7 @@ class InFlight:
     cancel_requested: bool = False
     expected_p50: datetime | None = None
     rate: float | None = None  # planned P90 rate (bytes/s) with shared bandwidth
+    copy_seen: bool = False  # its copy's start is known (and counted in the startups)
 
 
 @task(name="plan-prechecks", cache_policy=NO_CACHE, persist_result=False)
@@ -226,6 +227,7 @@ def _run_night(
     flying: dict[str, InFlight] = {}
     consumed: dict[str, int] = {}  # destination bytes taken by finished moves
     guard = OverrunGuard(cfg)
+    startups: list[float] = []  # seconds from starting a move to its copy beginning, tonight
     try:
         while pending or flying:
             now = _now()
@@ -237,6 +239,7 @@ def _run_night(
                 now,
                 running=[_running(f) for f in flying.values()],
                 bandwidth=inputs.bandwidth,
+                startup=learning.startup_allowance(startups),
             )
             deferred.clear()
             deferred.update({m.id: m.detail for m in sched.deferred})
@@ -260,6 +263,7 @@ def _run_night(
                 time.sleep(max(0.5, min(wait, 60)))
                 continue
             _wait_any([f.job for f in flying.values()], poll_seconds)
+            _observe_startups(store, inputs, flying, startups)
             for mid in [k for k, f in flying.items() if f.job.done()]:
                 finished = flying.pop(mid)
                 results[mid] = _outcome(store, inputs.by_id[mid], finished.job)
@@ -334,6 +338,20 @@ def _running(f: InFlight) -> planner.RunningMove:
         shares=f.move.shares,
         rate=f.rate,
     )
+
+
+def _observe_startups(
+    store: Store, inputs: batch.NightInputs, flying: dict[str, InFlight], startups: list[float]
+) -> None:
+    """How long moves took from their start to their copy's (their run's own prechecks and
+    orchestration): the planner allows that much before every new move's copy."""
+    for f in flying.values():
+        if f.copy_seen:
+            continue
+        began = learning.copy_started(store, f.move.host, inputs.by_id[f.move.id].vm.id)
+        if began is not None:
+            f.copy_seen = True
+            startups.append(max(0.0, (began - f.started).total_seconds()))
 
 
 def _planned(f: InFlight) -> dict[str, Any]:

@@ -30,8 +30,12 @@ def collect_host(client: HostClient) -> HostInventory:
         | {d.path for vm in inv.vms for d in vm.drives if d.path and d.disk_number is None}
     )
     seen: dict[str, models.VolumeInfo] = {}
-    for vol in client.volumes([]).volumes + (client.volumes(paths).volumes if paths else []):
-        seen.setdefault(vol.volume.lower(), vol)
+    found = client.volumes([], partial=True).volumes
+    found += client.volumes(paths, partial=True).volumes if paths else []
+    # a path the host cannot resolve (a share without delegation) costs its own entry only
+    for vol in found:
+        if not vol.error:
+            seen.setdefault(vol.volume.lower(), vol)
     return HostInventory(name=client.name, facts=facts, volumes=list(seen.values()), vms=inv.vms)
 
 

@@ -11,8 +11,10 @@ learning absorbs what it costs on average.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import func, select
 
@@ -130,3 +132,28 @@ def night_model(
             bw.setdefault(res, m.throughput.p50)
     model.bandwidth = bw
     return model
+
+
+def copy_started(store: Store, host: str, vm_id: str) -> datetime | None:
+    """When the newest move of this VM began its copy step (None: not yet)."""
+    from hvmove.store import StepRecord
+
+    record = store.latest(host, vm_id)
+    if record is None:
+        return None
+    with store.session() as s:
+        return s.scalar(
+            select(func.min(StepRecord.started_at)).where(
+                StepRecord.move_id == record.id, StepRecord.step == "copy"
+            )
+        )
+
+
+def startup_allowance(observed: list[float]) -> float:
+    """Seconds to allow between starting a move and its copy beginning, from what the night
+    observed: the slowest of few, the 90th percentile of many (0 before any)."""
+    if not observed:
+        return 0.0
+    if len(observed) < 10:
+        return max(observed)
+    return statistics.quantiles(observed, n=10, method="inclusive")[-1]

@@ -17,8 +17,10 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=False)
 
 
-VhdFormat = Literal["VHD", "VHDX", "VHDSet"]
-VhdType = Literal["Fixed", "Dynamic", "Differencing"]
+# Unknown = 0 in both enums (Microsoft.Vhd.PowerShell VhdFormat/VhdType): one odd disk must not
+# invalidate a whole inventory
+VhdFormat = Literal["VHD", "VHDX", "VHDSet", "Unknown"]
+VhdType = Literal["Fixed", "Dynamic", "Differencing", "Unknown"]
 VMStateName = Literal["Running", "Off", "Saved", "Paused", "Starting", "Stopping", "Other"]
 JobStateName = Literal[
     "New",
@@ -132,6 +134,7 @@ class VolumeInfo(Model):
     capacity: int
     free: int
     label: str = ""
+    error: str = ""  # this path could not be resolved (the other fields are then empty)
 
 
 class VolumeReport(Model):
@@ -249,6 +252,14 @@ class RemoveReport(Model):
     refused: list[Refusal] = []
     folders_removed: list[str] = []
     folders_kept: list[Refusal] = []
+
+
+# --- Update-ClusterVmConfig.ps1 ------------------------------------------------------------------
+class ClusterRefresh(Model):
+    vm_id: str
+    clustered: bool  # this host is a failover cluster node
+    updated: bool  # Update-ClusterVirtualMachineConfiguration succeeded
+    detail: str = ""
 
 
 # --- Find-PathReferences.ps1 ---------------------------------------------------------------------

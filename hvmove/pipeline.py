@@ -325,7 +325,25 @@ def run_cutover(
         "state": vm.state,
         "configuration_location": vm.configuration_location,
         "disks": [d.path for d in vm.drives if d.path],
+        "cluster": _refresh_cluster(client, record, vm),
     }
+
+
+def _refresh_cluster(client: HostClient, record: Any, vm: VMInfo) -> dict[str, Any] | None:
+    """A clustered VM whose configuration moved: the cluster's configuration resource must
+    follow, on the owner node (this host); Move-VMStorage's own refresh runs in its -AsJob thread
+    and is likely lost, the WMI migration has none. The outcome goes into the evidence."""
+    before = ((record.before or {}).get("vm") or {}).get("configuration_location")
+    if not before or norm(before) == norm(vm.configuration_location):
+        return None
+    if not client.host_facts().cluster_name:
+        return None
+    result = client.refresh_cluster_config(vm.id)
+    if result.clustered and not result.updated:
+        raise StepFailed(
+            f"the cluster configuration of {vm.name} was not refreshed: {result.detail}"
+        )
+    return result.model_dump(mode="json")
 
 
 # -- 4. verification ------------------------------------------------------------------------------

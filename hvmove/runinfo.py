@@ -3,7 +3,7 @@ its progress line. Pure: the flows apply them (flows/migrate_vm.py, flows/nightl
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from hvmove.names import display
@@ -28,9 +28,11 @@ def md_text(text: str) -> str:
 
 
 def night_run_name(start: datetime, end: datetime, moves: int) -> str:
-    """'night 2026-12-01 22:00-05:00 (12 moves)', in the window's own time zone."""
+    """'night 2026-12-01 22:00-05:00 (12 moves)', in the window's own time zone; a window of a
+    day or more names its last day too ('now' windows: '05:55-12-02 05:55')."""
     noun = "move" if moves == 1 else "moves"
-    return f"night {start:%Y-%m-%d} {start:%H:%M}-{end:%H:%M} ({moves} {noun})"
+    until = f"{end:%H:%M}" if end - start < timedelta(days=1) else f"{end:%m-%d %H:%M}"
+    return f"night {start:%Y-%m-%d} {start:%H:%M}-{until} ({moves} {noun})"
 
 
 def inventory_run_name(at: datetime) -> str:

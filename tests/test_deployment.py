@@ -172,8 +172,11 @@ def test_night_runs_on_a_worker_with_an_empty_environment(deployed: Deployed) ->
     assert run.state.name == "Completed with 1 blocked", run.state
     moves = {r.vm_name: r for r in Store(lab.config.store_url()).moves()}
     assert moves["web01"].status == "completed" and moves["web01"].verified
-    # the batch id comes from the scheduled start, so a retried night is the same batch
+    # the batch id comes from the scheduled start, so a retried night is the same batch; the
+    # night carries it as a tag, its name says date, window and size (issue 9)
     assert moves["web01"].batch == f"night-{run.expected_start_time:%Y%m%dT%H%M}"
+    assert f"batch:{moves['web01'].batch}" in run.tags
+    assert run.name.startswith("night ") and run.name.endswith("(1 move)")
     assert "iso01" not in moves or moves["iso01"].status != "completed"
     with get_client(sync_client=True) as client:
         children = client.read_flow_runs(

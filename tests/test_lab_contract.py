@@ -59,9 +59,10 @@ def test_odx_between_volumes(client) -> None:
 def test_bandwidth_probe_measures_and_cleans_up(client, lab: Lab) -> None:
     probe = client.bandwidth("E:\\probe", 256)
     assert probe.bytes == 256 * 1024 * 1024
-    # E: is a 600 MB/s volume (times the lab's rate scale): the measurement must be near that
+    # E: is a 600 MB/s volume (times the lab's rate scale). Only the cap is asserted: a loaded
+    # machine measures less, never more (no timed lower bound in tests)
     expected = 600 * lab.server.estate.settings.rate_scale
-    assert expected / 3 < probe.write_mbps < expected * 3, probe
+    assert 0 < probe.write_mbps < expected * 1.5, probe
     assert probe.path.startswith("E:\\hvmove-probe-")  # E:\probe does not exist: nothing created
     assert not (lab.dir / "hosts/hv01/E/probe").exists()
     assert not list((lab.dir / "hosts/hv01/E").iterdir())

@@ -86,3 +86,37 @@ def test_critical_vm_is_moved_with_a_warning(fast: Lab) -> None:
     health = next(c for c in report.checks if c.name == "vm health")
     assert health.status == "warn" and "critical" in health.detail
     assert move_and_verify(fast, "web01", "F:\\VMs\\web01")["verified"]
+
+
+def _move_to_cutover(lab: Lab, vm: str, destination: str) -> dict:
+    store = Store(f"sqlite:///{lab.dir / 'cutover.db'}")
+    record = lab.vm(vm)
+    req = MoveRequest(host="hv01", vm=vm, destination=destination)
+    move_id = store.open_move(
+        host="hv01", vm_id=record.id, vm_name=vm, request=req.model_dump(mode="json")
+    ).id
+    with lab.client() as client:
+        pipeline.run_prechecks(client, store, move_id, req, OPTS)
+        pipeline.run_copy(client, store, move_id, req, poll_s=0.02)
+        return pipeline.run_cutover(client, store, move_id, req)
+
+
+def test_a_clustered_vms_configuration_is_refreshed_on_its_node(fast: Lab) -> None:
+    """Issue 10 #9: after its configuration moved, the cluster resource follows."""
+    fast.server.estate.host("hv01").cluster_name = "CL01"
+    evidence = _move_to_cutover(fast, "web01", "F:\\VMs\\web01")
+    assert evidence["cluster"]["updated"] is True
+    assert fast.server.scripts.cluster_refreshed == [fast.vm("web01").id]
+
+
+def test_a_failed_cluster_refresh_fails_the_cutover(fast: Lab) -> None:
+    fast.server.estate.host("hv01").cluster_name = "CL01"
+    fast.server.scripts.cluster_refresh_error = "the resource is offline"
+    with pytest.raises(pipeline.StepFailed, match=r"not refreshed: .*offline"):
+        _move_to_cutover(fast, "web01", "F:\\VMs\\web01")
+
+
+def test_a_vm_that_is_not_clustered_asks_no_cluster(fast: Lab) -> None:
+    evidence = _move_to_cutover(fast, "web01", "F:\\VMs\\web01")
+    assert evidence["cluster"] is None
+    assert not [c for c in fast.server.scripts.calls if c[1] == "Update-ClusterVmConfig"]

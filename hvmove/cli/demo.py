@@ -10,6 +10,7 @@ import typer
 from hvmove.cli.app import JsonOpt, app, friendly, prefect_api, print_json, ui
 from hvmove.cli.moves import precheck_all, validated
 from hvmove.cli.render import out, plain, print_moves, print_precheck_summary
+from hvmove.errors import HvmoveError
 
 
 def move_row(r: dict[str, Any], lost_writes: int | None = None) -> dict[str, Any]:
@@ -46,8 +47,40 @@ def _as_expected(rows: list[dict[str, Any]]) -> bool:
     )
 
 
-def _run_demo(lab_dir: Path, say: Any, show_tables: bool) -> list[dict[str, Any]]:
-    from flows.batch import run_sequentially
+def _night_rows(summary: dict[str, Any], cfg: Any, server: Any) -> list[dict[str, Any]]:
+    """One row a VM of the plan: moved and failed ones from the store (steps, verification,
+    cleanup), blocked and deferred ones from the night's summary (their reason)."""
+    from hvmove.store import Store, record_as_dict
+
+    store = Store(cfg.store_url())
+    vms = {vm.name: vm for vm in server.estate.data.vms}
+    waited = {
+        m["vm"]: (status, m["reason"])
+        for key, status in (("blocked", "blocked"), ("deferred", "deferred"))
+        for m in summary[key]
+    }
+    rows = []
+    for name, vm in vms.items():
+        host = vm.host
+        record = store.latest(host, vm.id)
+        if name in waited:
+            status, reason = waited[name]
+            row = move_row({"vm": name, "host": host, "status": status, "reason": reason})
+        elif record is not None:
+            row = move_row(record_as_dict(record, store.step_states(record.id)))
+        else:
+            continue  # not in the plan
+        running = vm.state == "Running" and row["status"] == "completed"
+        row["lost_writes"] = server.engine.lost_writes(vm.id)["lost"] if running else 0
+        rows.append(row)
+    return rows
+
+
+def _run_demo(lab_dir: Path, say: Any, show_tables: bool) -> tuple[list[dict[str, Any]], str]:
+    """The demo plan run as a night (the nightly flow the deployment runs): moves in parallel
+    within the hosts' limits, blocked and deferred ones named, a night run that links to its
+    move runs in the UI."""
+    from flows.nightly import nightly
     from hvmove.lab.demo import build_demo, write_demo_plan
     from hvmove.lab.process import write_config
     from hvmove.lab.server import LabServer
@@ -60,24 +93,19 @@ def _run_demo(lab_dir: Path, say: Any, show_tables: bool) -> list[dict[str, Any]
             f"lab: {len(server.estate.data.hosts)} hosts, {len(server.estate.data.vms)} VMs in "
             f"{plain(lab_dir)} (WinRM over HTTPS on 127.0.0.1)"
         )
-        cfg, moves = validated(lab_dir / "hvmove.yaml", write_demo_plan(lab_dir / "plan.yaml"))
+        plan_file = write_demo_plan(lab_dir / "plan.yaml")
+        cfg, moves = validated(lab_dir / "hvmove.yaml", plan_file)
         if show_tables:
             print_precheck_summary(precheck_all(cfg, moves))
-        else:
-            precheck_all(cfg, moves)
-
-        def progress(row: dict[str, Any]) -> None:
-            reason = f" ({row['reason']})" if row["reason"] else ""
-            say(plain(f"  {row['vm']}: {row['status']}{reason}"))
-
-        results = run_sequentially(cfg, moves, batch="demo", poll_seconds=0.5, on_done=progress)
-        by_name = {vm.name: vm for vm in server.estate.data.vms}
-        rows = []
-        for r in results:
-            vm = by_name[r["vm"]]
-            lost = server.engine.lost_writes(vm.id)["lost"] if vm.state == "Running" else 0
-            rows.append(move_row(r, lost))
-        return rows
+        say("running the plan as a night (the nightly-migrations flow)...")
+        state = nightly(
+            plan=str(plan_file), config=str(cfg.path), window="now", poll_seconds=0.5,
+            return_state=True,
+        )  # fmt: skip
+        summary = state.result(raise_on_failure=False)
+        if not isinstance(summary, dict):
+            raise HvmoveError(f"the demo night did not run: {state.message}")
+        return _night_rows(summary, cfg, server), f"{state.name}: {state.message}"
     finally:
         server.stop()
 
@@ -100,16 +128,25 @@ def demo(
     say(f"Prefect server: {ui(api)}  (open it to watch the moves)")
     lab_dir = Path(tempfile.mkdtemp(prefix="hvmove-demo-"))
     try:
-        rows = _run_demo(lab_dir, say, show_tables=not as_json)
+        rows, night = _run_demo(lab_dir, say, show_tables=not as_json)
     finally:
         if not keep:
             shutil.rmtree(lab_dir, ignore_errors=True)
     ok = _as_expected(rows)
     seconds = time.monotonic() - t0
     if as_json:
-        print_json({"moves": rows, "ok": ok, "seconds": round(seconds, 1), "prefect_ui": ui(api)})
+        print_json(
+            {
+                "moves": rows,
+                "night": night,
+                "ok": ok,
+                "seconds": round(seconds, 1),
+                "prefect_ui": ui(api),
+            }
+        )
     else:
         print_moves(rows)
+        say(plain(f"night: {night}"))
         say(
             f"{'all moves ended as expected' if ok else 'UNEXPECTED OUTCOME'} in "
             f"{seconds:,.0f} s; runs, logs and artifacts: {ui(api)}/runs"

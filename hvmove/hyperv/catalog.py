@@ -110,6 +110,13 @@ SPECS: dict[str, ScriptSpec] = {
             120,
             "which of some files and folders this host's VMs use (read-only)",
         ),
+        ScriptSpec(
+            "Update-ClusterVmConfig",
+            models.ClusterRefresh,
+            True,
+            120,
+            "refresh a clustered VM's cluster configuration resource after its move",
+        ),
         # hvmove doctor and hvmove canary (issue 11)
         ScriptSpec(
             "Get-HostReadiness",

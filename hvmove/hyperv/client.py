@@ -81,6 +81,13 @@ class HostClient:
         if self._pool is None:
             pool = RunspacePool(self._wsman())
             pool.open()
+            session = pool.connection.transport.session
+            if session is not None:
+                # pypsrp resolves the environment's proxy settings once, when it builds the
+                # session, but leaves requests' trust_env on: requests then scans every variable
+                # of the environment again on each call, the largest part of hvmove's CPU time per
+                # VM in benchmarks/scale.py. The settings pypsrp resolved stay in force.
+                session.trust_env = False
             self._pool = pool
         return self._pool
 
@@ -248,8 +255,16 @@ class HostClient:
     def inventory(self, vm_id: str = "") -> models.Inventory:
         return self.call("Get-VMInventory", models.Inventory, VmId=vm_id)
 
-    def volumes(self, paths: list[str]) -> models.VolumeReport:
-        return self.call("Get-VolumeInfo", models.VolumeReport, Path=list(paths))
+    def volumes(self, paths: list[str], *, partial: bool = False) -> models.VolumeReport:
+        """partial: entries the host could not resolve come back with their ``error``; else
+        any such entry fails the call (a precheck needs every path it asked about)."""
+        report = self.call("Get-VolumeInfo", models.VolumeReport, Path=list(paths))
+        failed = [v for v in report.volumes if v.error]
+        if failed and not partial:
+            raise e.ScriptError(
+                self.name, "Get-VolumeInfo", "; ".join(f"{v.path}: {v.error}" for v in failed)
+            )
+        return report
 
     def odx(self, source: str, destination: str) -> models.OdxStatus:
         return self.call(
@@ -280,6 +295,9 @@ class HostClient:
         return self.call(
             "Remove-StorageFiles", models.RemoveReport, Path=list(paths), Folder=list(folders)
         )
+
+    def refresh_cluster_config(self, vm_id: str) -> models.ClusterRefresh:
+        return self.call("Update-ClusterVmConfig", models.ClusterRefresh, VmId=vm_id)
 
     def find_references(self, paths: list[str], folders: list[str]) -> models.PathReferences:
         return self.call(

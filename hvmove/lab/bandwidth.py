@@ -141,6 +141,9 @@ class Fabric:
         """Wait until the flow's share has paid for ``logical_bytes`` more."""
         with self.cond:
             f = self.flows[key]
+            if f.spent == 0:  # no credit for the time between opening and the first bytes
+                self._advance()
+                f.earned = 0.0
             f.spent += logical_bytes
             while True:
                 self._advance()

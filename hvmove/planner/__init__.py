@@ -92,8 +92,12 @@ def plan(
     running: Sequence[RunningMove] = (),
     *,
     bandwidth: Mapping[str, float] | None = None,
+    startup: float = 0.0,
 ) -> Schedule:
     """Order the batch: admitted moves with planned start and finishes, the rest deferred.
+
+    ``startup``: seconds between starting a move and its copy beginning (its run's own prechecks
+    and orchestration, as the night observes them); every new move's finish includes them.
 
     Raises ``ValueError`` for inconsistent inputs (a volume or host limit missing, an id twice):
     those are bugs upstream, not reasons to skip one VM.
@@ -105,7 +109,15 @@ def plan(
     horizon = (window.last_finish - origin).total_seconds()
     # an overdue move holds its slots through the window: nobody knows when it will end
     estate = _estate(
-        moves, volumes, limits, running, now, origin, max(horizon, 0.0), bandwidth=bandwidth
+        moves,
+        volumes,
+        limits,
+        running,
+        now,
+        origin,
+        max(horizon, 0.0),
+        bandwidth=bandwidth,
+        startup=startup,
     )
     order, outcome = _best_order(estate, horizon)
     return Schedule(

@@ -47,6 +47,7 @@ class _Estate:
     held: list[_Held]
     caps: dict[Resource, int]
     bandwidth: Mapping[str, float]  # capacity of the resources moves share (hvmove.sharing)
+    startup: float = 0.0  # seconds from a move's start to its copy's (its run's own prechecks)
 
     def cap(self, res: Resource) -> int:
         return self.caps[res]
@@ -90,6 +91,7 @@ def _job(
     volumes: dict[str, VolumeState],
     limits: Limits,
     bandwidth: Mapping[str, float],
+    startup: float = 0.0,
 ) -> _Job:
     # with shares, the rate alone: the planned rate is decided at admission (hvmove.sharing)
     cap = (
@@ -104,8 +106,8 @@ def _job(
         resources=_resources(move),
         rate50=rate50,
         rate90=rate90,
-        d50=max(move.bytes / rate50, MIN_MOVE_SECONDS),
-        d90=max(move.bytes / rate90, MIN_MOVE_SECONDS),
+        d50=startup + max(move.bytes / rate50, MIN_MOVE_SECONDS),
+        d90=startup + max(move.bytes / rate90, MIN_MOVE_SECONDS),
     )
 
 
@@ -153,6 +155,7 @@ def _estate(
     origin: datetime | None = None,
     overdue_end: float = 0.0,
     bandwidth: Mapping[str, float] | None = None,
+    startup: float = 0.0,
 ) -> _Estate:
     by_key = {v.key: v for v in volumes}
     if len(by_key) != len(volumes):
@@ -164,7 +167,7 @@ def _estate(
             raise ValueError("running moves need the current time")
         held = [_held(r, now, origin or now, overdue_end) for r in running]
     bw = dict(bandwidth or {})
-    jobs = [_job(i, m, by_key, limits, bw) for i, m in enumerate(moves)]
+    jobs = [_job(i, m, by_key, limits, bw, startup) for i, m in enumerate(moves)]
     resources = {r for item in [*jobs, *held] for r in item.resources}
     caps = {r: _cap(r, limits) for r in resources}
-    return _Estate(volumes=by_key, jobs=jobs, held=held, caps=caps, bandwidth=bw)
+    return _Estate(by_key, jobs, held, caps, bw, startup)

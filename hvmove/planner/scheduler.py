@@ -31,6 +31,7 @@ class _Outcome:
     bytes_admitted: int
     makespan: float
     rates: dict[int, tuple[float, float]] = field(default_factory=dict)  # planned at admission
+    startup: float = 0.0  # seconds before a new move's copy begins
 
     def durations(self, job: _Job) -> tuple[float, float, float, float]:
         """rate50, rate90, d50, d90 of an admitted job: its own, or as planned at admission."""
@@ -38,7 +39,8 @@ class _Outcome:
             return job.rate50, job.rate90, job.d50, job.d90
         r50, r90 = self.rates[job.index]
         b = job.move.bytes
-        return r50, r90, max(b / r50, MIN_MOVE_SECONDS), max(b / r90, MIN_MOVE_SECONDS)
+        s = self.startup
+        return r50, r90, s + max(b / r50, MIN_MOVE_SECONDS), s + max(b / r90, MIN_MOVE_SECONDS)
 
     def score(self) -> tuple[int, int, float]:
         return (-self.bytes_admitted, -len(self.starts), self.makespan)
@@ -95,7 +97,8 @@ class _Sim:
             r90 = self.bw.offer(shares, job.rate90, greedy=greedy)
             if r90 is None:
                 return None
-            if t + max(job.move.bytes / r90, MIN_MOVE_SECONDS) <= self.horizon:
+            copy = max(job.move.bytes / r90, MIN_MOVE_SECONDS)
+            if t + self.estate.startup + copy <= self.horizon:
                 # the median: its own median rate, at most the share it may take now
                 r50 = self.bw.offer(shares, job.rate50, greedy=True) or r90
                 return max(r50, r90), r90
@@ -116,6 +119,7 @@ def _simulate(estate: _Estate, order: Sequence[_Job], horizon: float, strict: bo
     sim = _Sim.begin(estate, horizon)
     held_end = max([h.end for h in estate.held] + [0.0])
     out = _Outcome(starts={}, deferred={}, bytes_admitted=0, makespan=held_end)
+    out.startup = estate.startup
     pending: list[_Job] = []
     for job in order:
         reason = _never_fits(job, estate)

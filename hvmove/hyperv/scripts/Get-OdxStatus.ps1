@@ -23,11 +23,25 @@ function Test-HvmAbsolutePath([string]$path) {
     return ($path -match '^[A-Za-z]:\\' -or $path -match '^\\\\[^\\]+\\[^\\]+')
 }
 
+# Test-Path writes an error when access is denied or the path is too long (PowerShell's
+# FileSystemProvider.ItemExists: ItemExistsUnauthorizedAccessError, ItemExistsPathTooLongError)
+# and then says False; with $ErrorActionPreference = 'Stop' that error ends the script. So every
+# existence test has three answers: 'exists', 'absent', or 'unreachable: <why>'.
+function Get-HvmPathState([string]$path) {
+    $problems = $null
+    $found = Test-Path -LiteralPath $path -ErrorAction SilentlyContinue -ErrorVariable problems
+    if ($problems -and @($problems).Count -gt 0) { return 'unreachable: ' + [string]@($problems)[0].Exception.Message }
+    if ($found) { return 'exists' }
+    return 'absent'
+}
+
 # The path itself when it exists, else its nearest existing parent, else $null.
 function Get-HvmExistingAncestor([string]$path) {
     $p = $path
     for ($i = 0; $i -lt 256 -and $p; $i++) {
-        if (Test-Path -LiteralPath $p) { return $p }
+        $state = Get-HvmPathState $p
+        if ($state -eq 'exists') { return $p }
+        if ($state -ne 'absent') { throw "Path '$path' cannot be reached from this host: $state" }
         $parent = [System.IO.Path]::GetDirectoryName($p)
         if (-not $parent -or $parent -eq $p) { return $null }
         $p = $parent

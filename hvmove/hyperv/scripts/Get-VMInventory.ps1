@@ -66,6 +66,50 @@ function ConvertTo-HvmVhdInfo($vhd) {
     }
 }
 
+# The values of an embedded instance (WMI DTD 2.0 XML) by property name.
+function ConvertFrom-HvmEmbedded([string]$text) {
+    $values = @{}
+    if (-not $text) { return $values }
+    $doc = [xml]$text
+    foreach ($property in @($doc.INSTANCE.PROPERTY)) { $values[[string]$property.NAME] = [string]$property.VALUE }
+    return $values
+}
+
+# Get-VHD resolves -Path as a wildcard pattern before its literal WMI call (UNC paths through the
+# provider, local ones through a WQL LIKE query on CIM_DataFile that does not escape quotes: review
+# windows-scripts.md finding 5, from the decompiled cmdlet), so a disk named 'web [prod].vhdx' is
+# read on its literal path through Msvm_ImageManagementService.GetVirtualHardDiskSettingData and
+# GetVirtualHardDiskState (learn.microsoft.com/windows/win32/hyperv_v2/msvm-imagemanagementservice)
+# whenever the name holds [ ] * ? or '. Returns a hashtable with Get-VHD's property names.
+function Get-HvmVhd([string]$path) {
+    if ($path -notmatch "[\[\]\*\?']") {
+        $vhd = Get-VHD -Path $path -ErrorAction Stop
+        return @{
+            Path = [string]$vhd.Path; ParentPath = [string]$vhd.ParentPath; VhdFormat = [string]$vhd.VhdFormat
+            VhdType = [string]$vhd.VhdType; FileSize = [int64]$vhd.FileSize; Size = [int64]$vhd.Size
+            DiskIdentifier = [string]$vhd.DiskIdentifier; Attached = [bool]$vhd.Attached
+        }
+    }
+    $service = Get-CimInstance -Namespace 'root\virtualization\v2' -ClassName Msvm_ImageManagementService | Select-Object -First 1
+    $read = Invoke-CimMethod -InputObject $service -MethodName GetVirtualHardDiskSettingData -Arguments @{ Path = $path }
+    if ([int]$read.ReturnValue -ne 0) { throw "GetVirtualHardDiskSettingData returned $($read.ReturnValue) for '$path'" }
+    $state = Invoke-CimMethod -InputObject $service -MethodName GetVirtualHardDiskState -Arguments @{ Path = $path }
+    if ([int]$state.ReturnValue -ne 0) { throw "GetVirtualHardDiskState returned $($state.ReturnValue) for '$path'" }
+    $settings = ConvertFrom-HvmEmbedded ([string]$read.SettingData)
+    $facts = ConvertFrom-HvmEmbedded ([string]$state.State)
+    $formats = @{ '2' = 'VHD'; '3' = 'VHDX'; '4' = 'VHDSet' }
+    $types = @{ '2' = 'Fixed'; '3' = 'Dynamic'; '4' = 'Differencing' }
+    $format = 'Unknown'
+    if ($formats.ContainsKey($settings['Format'])) { $format = $formats[$settings['Format']] }
+    $type = 'Unknown'
+    if ($types.ContainsKey($settings['Type'])) { $type = $types[$settings['Type']] }
+    return @{
+        Path = $path; ParentPath = [string]$settings['ParentPath']; VhdFormat = $format; VhdType = $type
+        FileSize = [int64]$facts['FileSize']; Size = [int64]$settings['MaxInternalSize']
+        DiskIdentifier = [string]$settings['VirtualDiskId']; Attached = ($facts['InUse'] -eq 'TRUE')
+    }
+}
+
 # Emits the VhdInfo of $path, then of its parent, and so on to the root of the chain.
 function Get-HvmVhdChain([string]$path) {
     $seen = @{}
@@ -73,7 +117,7 @@ function Get-HvmVhdChain([string]$path) {
     while ($current -and -not $seen.ContainsKey((Get-HvmPathKey $current)) -and $seen.Count -lt 64) {
         $seen[(Get-HvmPathKey $current)] = $true
         try {
-            $vhd = Get-VHD -Path $current -ErrorAction Stop
+            $vhd = Get-HvmVhd $current
         } catch {
             Write-Warning -Message "Get-VHD '$current' failed, the chain ends here: $($_.Exception.Message)"
             return

@@ -3,8 +3,11 @@
 # Local and CSV volumes are read with Get-Volume -FilePath; SMB shares (UNC paths) with
 # GetDiskFreeSpaceEx, which counts the caller's quota (and needs delegation to reach the share
 # from a remote session).
-# Prints one VolumeReport document with one entry per path, in order; a path on no reachable
-# volume throws.
+# With no Path, one entry per local volume with a drive letter and per cluster shared volume
+# (Win32_Volume: its mount point, e.g. C:\ClusterStorage\Volume1\).
+# Prints one VolumeReport document with one entry per path, in order; a path this host cannot
+# resolve (no part of it exists, access denied, a CSV that is not mounted here) is an entry with
+# its error, never a failure of the whole call.
 param([string[]]$Path = @())
 $ErrorActionPreference = 'Stop'
 
@@ -19,6 +22,19 @@ public static extern bool GetVolumeInformationW(string lpRootPathName, System.Te
 '@
 }
 
+# Test-Path writes an error when access is denied or the path is too long (PowerShell's
+# FileSystemProvider.ItemExists: ItemExistsUnauthorizedAccessError, ItemExistsPathTooLongError)
+# and then says False; with $ErrorActionPreference = 'Stop' that error ends the script. So every
+# existence test has three answers: 'exists', 'absent', or 'unreachable: <why>'.
+function Get-HvmPathState([string]$path) {
+    $problems = $null
+    $found = Test-Path -LiteralPath $path -ErrorAction SilentlyContinue -ErrorVariable problems
+    if ($problems -and @($problems).Count -gt 0) { return 'unreachable: ' + [string]@($problems)[0].Exception.Message }
+    if ($found) { return 'exists' }
+    return 'absent'
+}
+
+
 function Test-HvmAbsolutePath([string]$path) {
     return ($path -match '^[A-Za-z]:\\' -or $path -match '^\\\\[^\\]+\\[^\\]+')
 }
@@ -27,7 +43,9 @@ function Test-HvmAbsolutePath([string]$path) {
 function Get-HvmExistingAncestor([string]$path) {
     $p = $path
     for ($i = 0; $i -lt 256 -and $p; $i++) {
-        if (Test-Path -LiteralPath $p) { return $p }
+        $state = Get-HvmPathState $p
+        if ($state -eq 'exists') { return $p }
+        if ($state -ne 'absent') { throw "Path '$path' cannot be reached from this host: $state" }
         $parent = [System.IO.Path]::GetDirectoryName($p)
         if (-not $parent -or $parent -eq $p) { return $null }
         $p = $parent
@@ -56,6 +74,11 @@ function Get-HvmVolumeInfo([string]$path) {
     }
     $root = Get-HvmVolumeRoot $existing
     $isUnc = $root.StartsWith('\\')
+    # a path under a cluster shared volume that is not mounted here (a typo, or a CSV of another
+    # cluster) must not pass for the system volume that holds C:\ClusterStorage
+    if ($path -match '^([A-Za-z]:\\ClusterStorage\\[^\\]+)' -and -not $root.StartsWith($Matches[1] + '\', [System.StringComparison]::OrdinalIgnoreCase)) {
+        throw "Path '$path' is on the cluster shared volume '$($Matches[1])', which is not mounted on this host"
+    }
 
     $volume = $null
     if (-not $isUnc) {
@@ -103,21 +126,48 @@ function Get-HvmVolumeInfo([string]$path) {
     }
     return [pscustomobject]@{
         path        = $path
-        exists      = [bool](Test-Path -LiteralPath $path)
+        exists      = ((Get-HvmPathState $path) -eq 'exists')
         volume      = $root
         kind        = $kind
         file_system = $fileSystem
         capacity    = $capacity
         free        = $free
         label       = $label
+        error       = ''
     }
 }
 
 $paths = @()
 if ($null -ne $Path) { $paths = @($Path) }
 
+if ($paths.Count -eq 0) {
+    # every lettered volume and every CSV mount point (Win32_Volume.Name is the mount path)
+    $paths = @(
+        Get-CimInstance -ClassName Win32_Volume |
+            Where-Object { $_.DriveLetter -or ([string]$_.Name) -like '?:\ClusterStorage\*' } |
+            ForEach-Object { [string]$_.Name }
+    )
+}
+
 $volumes = [System.Collections.Generic.List[object]]::new()
-foreach ($p in $paths) { $volumes.Add((Get-HvmVolumeInfo ([string]$p))) }
+foreach ($p in $paths) {
+    try {
+        $volumes.Add((Get-HvmVolumeInfo ([string]$p)))
+    } catch {
+        $failed = [pscustomobject]@{
+            path        = [string]$p
+            exists      = $false
+            volume      = ''
+            kind        = 'local'
+            file_system = ''
+            capacity    = 0
+            free        = 0
+            label       = ''
+            error       = $_.Exception.Message
+        }
+        $volumes.Add($failed)
+    }
+}
 
 $out = [pscustomobject]@{
     volumes = $volumes.ToArray()

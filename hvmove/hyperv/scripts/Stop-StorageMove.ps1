@@ -94,9 +94,11 @@ $requested = $false
 $returnValue = $null
 if ($newest -and [int]$newest.JobState -ge 2 -and [int]$newest.JobState -le 6) {
     $result = Invoke-CimMethod -InputObject $newest -MethodName RequestStateChange -Arguments @{ RequestedState = [uint16]4 } -Confirm:$false
-    $requested = $true
     $returnValue = [int64]$result.ReturnValue
-    if ($returnValue -ne 0 -and $returnValue -ne 4096) {
+    # requested only when Hyper-V took it: 0 (done) or 4096 (a job started); 32775 "Invalid state"
+    # comes late in a move, when Cancellable is false (requeststatechange-msvm-migrationjob)
+    $requested = ($returnValue -eq 0 -or $returnValue -eq 4096)
+    if (-not $requested) {
         Write-Warning -Message "RequestStateChange(4) returned $returnValue (Cancellable was $($newest.Cancellable))"
     }
     Start-Sleep -Milliseconds 500

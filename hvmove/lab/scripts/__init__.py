@@ -65,6 +65,7 @@ class LabScripts(
         self.start_without_job = False
         # Command.UseLocalScope of each call, in order (None: the runspace's global scope)
         self.scopes: list[bool | None] = []
+        self.cluster_refreshed = []
 
     # -- dispatch --------------------------------------------------------------------------------
     def dispatch(self, inv: Invocation) -> str:

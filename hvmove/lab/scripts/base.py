@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, TypeVar
 
 from hvmove import models
@@ -15,6 +17,7 @@ from hvmove.lab.estate import Estate, LabVM, PathError, norm
 from hvmove.lab.wsman import ScriptFailed
 
 F = TypeVar("F", bound=Callable[..., Any])
+_WILDCARD = re.compile(r"[\[\]*?']")
 
 
 def script(name: str) -> Callable[[F], F]:
@@ -34,6 +37,9 @@ class ScriptBase:
     # norm(path) of files whose identity cannot be read (a file system or share that does not
     # answer FILE_ID_INFO): Get-HvmFileId fails for them
     no_file_id: frozenset[str] = frozenset()
+    # Update-ClusterVmConfig: the VM ids refreshed, and a message that makes the refresh fail
+    cluster_refreshed: list[str]
+    cluster_refresh_error: str = ""
 
     def _vm(self, host: str, vm_id: Any) -> LabVM:
         vm = self.estate.vm(host, str(vm_id or ""))
@@ -67,11 +73,42 @@ class ScriptBase:
             attached=attached,
         )
 
+    def _get_vhd(self, host: str, path: str, attached: bool = False) -> models.VhdInfo:
+        """The Get-VHD (and Test-VHD) cmdlet on -Path. Its page says "Accept wildcard characters:
+        False", but the decompiled cmdlet resolves [ ] * ? as a pattern first (review
+        windows-scripts.md finding 5): which one a host does is the premise ``literal_paths``."""
+        if _WILDCARD.search(path) and not self.estate.settings.premises.literal_paths:
+            win = PureWindowsPath(path)
+            folder = self._local(host, str(win.parent))
+            names = [e.name for e in folder.iterdir()] if folder.is_dir() else []
+            pattern = win.name.lower()
+            found = [n for n in names if fnmatch.fnmatchcase(n.lower(), pattern)]
+            if [n.lower() for n in found] != [win.name.lower()]:
+                raise ScriptFailed(
+                    f"Get-VHD: '{path}' resolved to {len(found)} file(s) as a wildcard pattern",
+                    "ObjectNotFound,Microsoft.Vhd.PowerShell.Cmdlets.GetVHD",
+                    "ObjectNotFound",
+                )
+        return self._vhd_info(host, path, attached)
+
+    def _hvm_vhd(self, host: str, path: str, attached: bool = False) -> models.VhdInfo:
+        """Get-HvmVhd: the cmdlet for a plain name; for a name with [ ] * ? ' the literal path
+        through Msvm_ImageManagementService.GetVirtualHardDiskSettingData."""
+        if _WILDCARD.search(path):
+            return self._vhd_info(host, path, attached)
+        return self._get_vhd(host, path, attached)
+
     def _chain(self, host: str, path: str, attached: bool) -> list[models.VhdInfo]:
         chain: list[models.VhdInfo] = []
         current: str | None = path
         while current and len(chain) < 64:
-            info = self._vhd_info(host, current, attached and not chain)
+            # Get-VMInventory: a disk Get-VHD cannot read ends the chain there, with a warning
+            if self._double_hop(host, current):
+                break
+            try:
+                info = self._hvm_vhd(host, current, attached and not chain)
+            except (OSError, ValueError, vhd.VhdCorrupt, ScriptFailed):
+                break
             chain.append(info)
             current = info.parent_path
         return chain

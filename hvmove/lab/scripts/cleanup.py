@@ -75,7 +75,7 @@ class CleanupScripts(ScriptBase):
                 return
             try:
                 refs.ids[self._file_id(host, current)] = f"a disk of VM '{owner}' ('{current}')"
-                current = self._vhd_info(host, current).parent_path
+                current = self._hvm_vhd(host, current).parent_path
             except (OSError, ValueError, vhd.VhdCorrupt, ScriptFailed) as exc:
                 refs.unread.append(f"'{current}' of VM '{owner}' ({exc})")
                 return
@@ -102,7 +102,7 @@ class CleanupScripts(ScriptBase):
         if refs.unread:
             return _maybe_parent(refs.unread)
         try:
-            self._vhd_info(host, path)
+            self._hvm_vhd(host, path)
         except (OSError, ValueError, TypeError, vhd.VhdCorrupt, ScriptFailed) as exc:
             return f"Get-VHD failed, so it might be in use: {exc}"
         return None

@@ -4,6 +4,7 @@ Get-VMStoragePaths."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from hvmove import models
@@ -70,7 +71,7 @@ class InventoryScripts(ScriptBase):
             for path in cp.disk_paths:
                 if norm(path) not in in_chains:
                     in_chains.add(norm(path))
-                    cp_files.append(self._vhd_info(vm.host, path))
+                    cp_files.append(self._hvm_vhd(vm.host, path))
         job = self.engine.newest_job(vm.id)
         migrating = job is not None and job.running
         config = self._local(vm.host, vm.config_file())
@@ -119,31 +120,76 @@ class InventoryScripts(ScriptBase):
                 if host.lower() in (h.lower() for h in v.hosts) and v.kind != "smb"
             ]
         for path in paths:
-            if self._double_hop(host, path):
-                # Test-Path says False on "access denied", so the script finds no part of it
-                raise ScriptFailed(
-                    f"Path '{path}' is not on a volume or share this host can reach (no part "
-                    "of it exists)"
-                )
+            # per entry: a path this host cannot resolve is reported with its error
             try:
-                vol = self.estate.volume_of(host, path)
-            except PathError as exc:
-                raise ScriptFailed(str(exc), "PathNotFound", "ObjectNotFound") from None
-            if vol.dir not in free:
-                free[vol.dir] = self.estate.free_bytes(vol)
-            out.append(
-                models.VolumeInfo(
-                    path=path,
-                    exists=self.estate.local(host, path).exists(),
-                    volume=vol.root,
-                    kind=vol.kind,  # type: ignore[arg-type]
-                    file_system=vol.file_system,
-                    capacity=vol.capacity,
-                    free=free[vol.dir],
-                    label=vol.label,
+                out.append(self._volume_entry(host, path, free))
+            except ScriptFailed as exc:
+                out.append(
+                    models.VolumeInfo(
+                        path=path,
+                        exists=False,
+                        volume="",
+                        kind="local",
+                        file_system="",
+                        capacity=0,
+                        free=0,
+                        error=exc.message,
+                    )
                 )
-            )
         return models.VolumeReport(volumes=out)
+
+    def _volume_entry(self, host: str, path: str, free: dict[str, int]) -> models.VolumeInfo:
+        if self._double_hop(host, path):
+            # Test-Path writes "Access is denied" (Get-HvmPathState: unreachable)
+            raise ScriptFailed(
+                f"Path '{path}' cannot be reached from this host: unreachable: Access is denied"
+            )
+        try:
+            vol = self.estate.volume_of(host, path)
+        except PathError as exc:
+            raise ScriptFailed(str(exc), "PathNotFound", "ObjectNotFound") from None
+        csv = re.match(r"^([A-Za-z]:\\ClusterStorage\\[^\\]+)", path)
+        if csv and not norm(vol.root).startswith(norm(csv.group(1))):
+            # the nearest existing parent would be C:\ClusterStorage on the system volume
+            raise ScriptFailed(
+                f"Path '{path}' is on the cluster shared volume '{csv.group(1)}', which is not "
+                "mounted on this host"
+            )
+        if vol.dir not in free:
+            free[vol.dir] = self.estate.free_bytes(vol)
+        return models.VolumeInfo(
+            path=path,
+            exists=self.estate.local(host, path).exists(),
+            volume=vol.root,
+            kind=vol.kind,  # type: ignore[arg-type]
+            file_system=vol.file_system,
+            capacity=vol.capacity,
+            free=free[vol.dir],
+            label=vol.label,
+        )
+
+    @script("Update-ClusterVmConfig")
+    def cluster_refresh(self, host: str, p: dict[str, Any]) -> models.ClusterRefresh:
+        """The lab has no cluster resources: a clustered host's refresh succeeds (a fault can make
+        it fail), and the lab records it on the VM so that tests see it happened."""
+        vm = self._vm(host, p.get("VmId"))
+        h = self.estate.host(host)
+        if not h.cluster_name:
+            return models.ClusterRefresh(
+                vm_id=vm.id, clustered=False, updated=False, detail="not a cluster node"
+            )
+        if self.cluster_refresh_error:
+            return models.ClusterRefresh(
+                vm_id=vm.id,
+                clustered=True,
+                updated=False,
+                detail=f"Update-ClusterVirtualMachineConfiguration failed: "
+                f"{self.cluster_refresh_error}",
+            )
+        self.cluster_refreshed.append(vm.id)
+        return models.ClusterRefresh(
+            vm_id=vm.id, clustered=True, updated=True, detail=f"refreshed in {h.cluster_name}"
+        )
 
     @script("Get-VMStoragePaths")
     def vm_paths(self, host: str, p: dict[str, Any]) -> models.VMPaths:

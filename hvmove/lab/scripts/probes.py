@@ -129,8 +129,9 @@ class ProbeScripts(ScriptBase):
             with lock:
                 problem = vhd.check(local, lambda parent: self._local(host, parent))
             try:
-                info = self._vhd_info(host, path, norm(path) in attached)
-            except (vhd.VhdCorrupt, ValueError, TypeError) as exc:
+                # Test-HvmVhd and Get-HvmVhd: literal for names with [ ] * ? '
+                info = self._hvm_vhd(host, path, norm(path) in attached)
+            except (vhd.VhdCorrupt, ValueError, TypeError, ScriptFailed) as exc:
                 out.append(models.VhdCheck(path=path, exists=True, test_ok=False, error=str(exc)))
                 continue
             out.append(
