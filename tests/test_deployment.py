@@ -172,9 +172,10 @@ def test_night_runs_on_a_worker_with_an_empty_environment(deployed: Deployed) ->
     assert run.state.name == "Completed with 1 blocked", run.state
     moves = {r.vm_name: r for r in Store(lab.config.store_url()).moves()}
     assert moves["web01"].status == "completed" and moves["web01"].verified
-    # the batch id comes from the scheduled start; the night carries it as a tag, its name
-    # says date, window and size (issue 9)
-    assert moves["web01"].batch and f"batch:{moves['web01'].batch}" in run.tags
+    # the batch id comes from the scheduled start, so a retried night is the same batch; the
+    # night carries it as a tag, its name says date, window and size (issue 9)
+    assert moves["web01"].batch == f"night-{run.expected_start_time:%Y%m%dT%H%M}"
+    assert f"batch:{moves['web01'].batch}" in run.tags
     assert run.name.startswith("night ") and run.name.endswith("(1 move)")
     assert "iso01" not in moves or moves["iso01"].status != "completed"
     with get_client(sync_client=True) as client:
@@ -320,13 +321,14 @@ def _tree(root: int) -> list[int]:
     return out
 
 
-def _worker_of(run, workers: list[subprocess.Popen]) -> subprocess.Popen | None:
-    pid = int(str(run.infrastructure_pid or "0").rsplit(":", 1)[-1])  # "pid" or "host:pid"
-    while pid > 1:
-        for w in workers:
-            if w.pid == pid:
-                return w
-        pid = _ppid(pid)
+def _worker_of(run, d: Deployed) -> subprocess.Popen | None:
+    """The worker that started RUN, from its own log ("Worker 'w2' submitting flow run ...")."""
+    for w in d.workers:
+        name = w.args[w.args.index("--name") + 1]
+        if f"submitting flow run '{run.id}'" in (d.home / f"{name}.log").read_text(
+            errors="replace"
+        ):
+            return w
     return None
 
 
@@ -368,7 +370,7 @@ def test_two_workers_share_a_night_and_a_lost_worker_is_resumed(
     from hvmove.config import load
 
     lab = deployed.lab
-    lab.server.control("settings", {"rate_scale": 2})  # copies last long enough to lose a worker
+    lab.server.control("settings", {"rate_scale": 1})  # copies last long enough to lose a worker
     deployed.workers.append(start_worker(deployed.api, deployed.home, "w2"))
     calls_before = len(lab.server.scripts.calls)  # earlier tests of the module moved VMs too
     plan = lab.dir / "three.yaml"
@@ -427,10 +429,10 @@ def test_two_workers_share_a_night_and_a_lost_worker_is_resumed(
                 break
             assert time.monotonic() < deadline, children
             time.sleep(0.2)
-        by_worker = {c.id: _worker_of(c, deployed.workers) for c in children}
+        by_worker = {c.id: _worker_of(c, deployed) for c in children}
         used = {w.pid for w in by_worker.values() if w is not None}
         assert len(used) == 2, by_worker  # the night's moves ran on both workers
-        night_worker = _worker_of(client.read_flow_run(first.id), deployed.workers)
+        night_worker = _worker_of(client.read_flow_run(first.id), deployed)
         lost = next(w for w in deployed.workers if w.pid in used and w is not night_worker)
         orphans = [c for c in children if by_worker[c.id] is lost]
         for pid in _tree(lost.pid):  # the machine dies: its worker and its moves' processes
@@ -443,7 +445,9 @@ def test_two_workers_share_a_night_and_a_lost_worker_is_resumed(
         wait_final(first.id, timeout=300)
         store = Store(load(pg_config).store_url())
         lost_vms = {c.parameters["vm"] for c in orphans}
-        assert {r.vm_name for r in store.moves() if r.status == "running"} == lost_vms
+        # the lost worker's moves stay open in the shared store (one may have ended first)
+        left = {r.vm_name for r in store.moves() if r.status == "running"}
+        assert left and left <= lost_vms, (left, lost_vms)
         second = wait_final(night(pg_config).id, timeout=300)
     assert second.state.is_completed(), (second.state, worker_logs(deployed))
     records = {r.vm_name: r for r in store.moves()}

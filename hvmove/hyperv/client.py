@@ -81,6 +81,13 @@ class HostClient:
         if self._pool is None:
             pool = RunspacePool(self._wsman())
             pool.open()
+            session = pool.connection.transport.session
+            if session is not None:
+                # pypsrp resolves the environment's proxy settings once, when it builds the
+                # session, but leaves requests' trust_env on: requests then scans every variable
+                # of the environment again on each call, the largest part of hvmove's CPU time per
+                # VM in benchmarks/scale.py. The settings pypsrp resolved stay in force.
+                session.trust_env = False
             self._pool = pool
         return self._pool
 
