@@ -350,7 +350,8 @@ class Store:
             ).first()
 
     def step_states(self, move_id: str) -> dict[str, str]:
-        """Final state of each step (the newest row per step)."""
+        """Final state of each step (the newest row per step); for a record that `moves()`
+        loaded, `loaded_step_states(record)` gives the same without a query."""
         states: dict[str, str] = {}
         with self.session() as s:
             for row in s.scalars(
@@ -400,6 +401,11 @@ def _same_target(a: dict[str, Any], b: dict[str, Any]) -> bool:
         json.dumps([a.get(k) for k in keys], sort_keys=True).lower()
         == json.dumps([b.get(k) for k in keys], sort_keys=True).lower()
     )
+
+
+def loaded_step_states(r: MoveRecord) -> dict[str, str]:
+    """`Store.step_states` of a record whose steps `Store.moves()` loaded with it."""
+    return {row.step: row.state for row in r.steps}  # ordered by id: the newest row wins
 
 
 def record_as_dict(r: MoveRecord, steps: dict[str, str] | None = None) -> dict[str, Any]:

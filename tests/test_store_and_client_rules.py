@@ -12,7 +12,7 @@ from sqlalchemy import event
 from hvmove import models
 from hvmove.hyperv import errors as e
 from hvmove.inventory import collect_host
-from hvmove.store import Store
+from hvmove.store import Store, loaded_step_states
 from tests.conftest import make_lab
 
 
@@ -56,6 +56,8 @@ def test_moves_reads_history_in_a_fixed_number_of_queries(store: Store) -> None:
     assert len(rows) == 12
     assert all([s.step for s in r.steps] == ["prechecks"] for r in rows)  # usable detached
     assert len(statements) <= 2, statements
+    # what `hvmove history` prints per row comes from the loaded steps, not a query per row
+    assert [loaded_step_states(r) for r in rows] == [store.step_states(r.id) for r in rows]
 
 
 def _start_with_pool_open(client, lab, action: str):

@@ -22,11 +22,11 @@ def history(
 ) -> None:
     """Past moves from the store: status, bytes, durations, throughput, verification."""
     from hvmove.config import load
-    from hvmove.store import Store, record_as_dict
+    from hvmove.store import Store, loaded_step_states, record_as_dict
 
     cfg = load(config)
     store = Store(cfg.store_url())
-    rows = [record_as_dict(r, store.step_states(r.id)) for r in store.moves(limit or None)]
+    rows = [record_as_dict(r, loaded_step_states(r)) for r in store.moves(limit or None)]
     if as_json:
         print_json({"moves": rows})
     elif as_csv:
