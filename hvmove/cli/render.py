@@ -4,24 +4,42 @@ must print as written, not as ``web``."""
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-# piped output is not wrapped at 80 columns: tables stay readable in logs and CI
-out = Console(width=None if sys.stdout.isatty() else 150)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+# piped output is not wrapped at 80 columns: tables stay readable in logs and CI; no emoji codes
+# (a VM called ':fire:' prints as written)
+out = Console(width=None if sys.stdout.isatty() else 150, emoji=False)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 150, emoji=False)
+
+# Rich's own markup grammar (rich.markup.RE_TAGS): only these brackets open a tag
+_TAG = re.compile(r"\[[a-z#/@][^[]*?]")
+_TAG_WITH_ESCAPES = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+_BEFORE_BRACKET = re.compile(r"(\\+)(?=\[)")
 
 GiB = 1024**3
 _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
 
 def plain(value: object) -> str:
-    """VALUE as literal text inside Rich markup."""
-    return escape("" if value is None else str(value))
+    """VALUE as literal text inside Rich markup, whatever markup stands around it.
+
+    rich.markup.escape is not exact for Windows paths: it drops the backslash of `\\[` and
+    doubles a trailing one (`E:\\` printed `E:\\\\`). Rich removes one backslash before a
+    bracket that opens no tag, and halves a run before one that does; a trailing run is closed by
+    an empty span so that markup after it is not escaped. Checked exhaustively in
+    tests/test_render_plain.py."""
+    text = "" if value is None else str(value)
+    text = _BEFORE_BRACKET.sub(
+        lambda m: m.group(1) if _TAG.match(text, m.end()) else m.group(1) + "\\", text
+    )
+    text = _TAG_WITH_ESCAPES.sub(lambda m: m.group(1) * 2 + "\\" + m.group(2), text)
+    trail = re.search(r"\\+$", text)
+    return text + trail.group(0) + "[r][/r]" if trail else text
 
 
 def gib(n: int | float) -> str:
