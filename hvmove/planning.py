@@ -4,11 +4,11 @@ and then keeps re-planning as moves finish."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from time import monotonic
 
 from hvmove import batch, learning, planner
 from hvmove.config import Config
@@ -69,9 +69,9 @@ def prepare(
     ``window_at``: the time whose window this is (a scheduled night's start), default now."""
     win = window(cfg, window_text, window_at or now, margin_minutes)
     moves, inventories = batch.load_and_resolve(cfg, plan_file, store)
-    began = time.monotonic()
+    began = monotonic()
     reports = prechecks(cfg, moves, store)
-    checked = time.monotonic() - began
+    checked = monotonic() - began
     inputs = batch.night_inputs(cfg, moves, reports, inventories, store)
     assert inputs.limits is not None
     slots = sum(inputs.limits.hosts.values())

@@ -208,3 +208,24 @@ def test_the_first_plan_allows_a_startup_before_any_copy_is_seen() -> None:
     assert learning.startup_allowance([1.0, 2.0], prior) == 2.0  # then what the night saw
     assert learning.startup_prior(20.0, 0, 8) == 0.0
     assert math.isclose(learning.startup_prior(3.0, 2, 8), 3.0)  # never more than the moves
+
+
+def test_the_nights_first_schedule_allows_the_prior_before_each_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hvmove import planning
+
+    lab = make_lab(tmp_path)
+    try:
+        store = Store(lab.config.store_url())
+        plan = tmp_path / "night.yaml"
+        plan.write_text("moves:\n  - {host: hv01, vm: web01, destination: 'E:\\VMs\\web01'}\n")
+        clock = iter([100.0, 112.0])  # the prechecks of the night's one move took 12 s
+        monkeypatch.setattr(planning, "monotonic", lambda: next(clock))
+        night = planning.prepare(lab.config, plan, store, now=START, window_text="now+600")
+        assert night.startup_prior == pytest.approx(12.0)
+        [move] = night.schedule.admitted
+        copy = move.bytes / move.rate_p90
+        assert (move.finish_p90 - move.start).total_seconds() == pytest.approx(12.0 + copy)
+    finally:
+        lab.server.stop()
