@@ -114,6 +114,7 @@ def test_batched_prechecks_give_the_per_vm_reports(
         ("web04", "destination path", "fail"),
         ("big01", "destination files", "fail"),
         ("dc02", "bandwidth", "pass"),
+        ("web02", "bandwidth", "warn"),  # the share's probe is refused: that VM's own probe
     ]:
         assert expected in outcomes, expected
     assert sum(r.ok for r in single) == 5
@@ -122,6 +123,10 @@ def test_batched_prechecks_give_the_per_vm_reports(
     assert calls["Get-PrecheckFacts"] == calls["Get-HostFacts"] == 2
     assert calls["Get-VMInventory"] == calls["Get-StorageMoveStatus"] == 0
     assert sum(calls.values()) < sum(per_vm_calls.values()) / 2
+    # one probe per destination volume (hv01 E: and F:, hv02 E: and F:), and their own probe for
+    # the three moves whose destination the host could not resolve
+    assert per_vm_calls["Measure-Bandwidth"] == len(MOVES)
+    assert calls["Measure-Bandwidth"] == 4 + 3
 
 
 def test_a_vm_the_batch_cannot_read_fails_alone(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,7 +135,9 @@ def test_a_vm_the_batch_cannot_read_fails_alone(lab: Lab, monkeypatch: pytest.Mo
     moves = _moves(lab, [m for m in MOVES if m[1] in ("web01", "sql01", "app01")])
     gone = lab.vm("sql01")
     lab.server.estate.data.vms.remove(gone)
+    start = len(lab.server.scripts.calls)
     reports = batch.precheck_all(lab.config, moves)
+    calls = _calls(lab, start)
     with monkeypatch.context() as m:
         _per_vm(m)
         single = batch.precheck_all(lab.config, moves)
@@ -138,6 +145,8 @@ def test_a_vm_the_batch_cannot_read_fails_alone(lab: Lab, monkeypatch: pytest.Mo
     by_vm = {r.vm: r for r in reports}
     assert [c.name for c in by_vm["sql01"].failures()] == ["vm"]
     assert by_vm["web01"].ok and by_vm["app01"].ok
+    # only the gone VM was looked up on its own (by id, then every VM by name)
+    assert calls["Get-VMInventory"] == 2 and calls["Get-StorageMoveStatus"] == 0
 
 
 def test_a_failed_batch_read_falls_back_to_each_vms_own_reads(
