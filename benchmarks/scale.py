@@ -110,26 +110,38 @@ def measure(
             if profiler is not None:
                 profiler.stop()
                 Path(f"{profile}-{vms}.txt").write_text(profiler.output_text(), encoding="utf-8")
+            # printed before the lab stops: at 5,000 VMs a loaded machine's lab took more than
+            # the 15 s the last session waited for it, and that lost the whole figure
+            print(f"lab: {hosts} hosts, {count} VMs (built in {build_s:.1f} s)")
+            print(
+                f"  inventory of every host (parallel): {inventory_s:.2f} s wall, "
+                f"{inventory_cpu:.2f} s hvmove CPU"
+            )
+            print(
+                f"  prechecks of {count} moves ({passed} pass; "
+                f"{'per VM' if per_vm else 'batched'}, probe {probe_mib} MiB): "
+                f"{precheck_s:.2f} s wall, {precheck_cpu:.2f} s hvmove CPU"
+            )
+            cpu_ms = (inventory_cpu + precheck_cpu) / count * 1000
+            print(f"  hvmove CPU per VM (inventory + prechecks): {cpu_ms:.2f} ms", flush=True)
         finally:
-            server.terminate()
-            server.wait(15)
-    print(f"lab: {hosts} hosts, {count} VMs (built in {build_s:.1f} s)")
-    print(
-        f"  inventory of every host (parallel): {inventory_s:.2f} s wall, "
-        f"{inventory_cpu:.2f} s hvmove CPU"
-    )
-    print(
-        f"  prechecks of {count} moves ({passed} pass; {'per VM' if per_vm else 'batched'}, "
-        f"probe {probe_mib} MiB): "
-        f"{precheck_s:.2f} s wall, {precheck_cpu:.2f} s hvmove CPU"
-    )
-    cpu_ms = (inventory_cpu + precheck_cpu) / count * 1000
-    print(f"  hvmove CPU per VM (inventory + prechecks): {cpu_ms:.2f} ms", flush=True)
+            _stop(server)
     return {"vms": count, "cpu_ms": cpu_ms, "wall_s": inventory_s + precheck_s}
 
 
+def _stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(120)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def _profiler(profile: str | None) -> object | None:
-    """pyinstrument (a dev tool, not a dependency) over every thread, when asked for."""
+    """pyinstrument (a dev tool, not a dependency) of the main thread, where the batched path
+    runs each move's checks; `py-spy record --gil -- python benchmarks/scale.py` sees every
+    thread."""
     if not profile:
         return None
     from pyinstrument import Profiler
