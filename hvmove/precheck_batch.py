@@ -68,6 +68,11 @@ def planned_reads(request: MoveRequest, vm) -> Reads:
         source=source,
         first_destination=dests[0],
         probe_folder=str(PureWindowsPath(dests[0]).parent),
-        volume_paths=[*(p for p, _ in prechecks._wanted(plan)), source],
+        # the destinations prechecks._wanted lists, then the source
+        volume_paths=[
+            *plan.vhds.values(),
+            *(p for p in (plan.configuration, plan.snapshot, plan.smart_paging) if p),
+            source,
+        ],
         destination_files=[*plan.vhds.values(), *carried_parents(plan).values()],
     )
