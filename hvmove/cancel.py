@@ -15,7 +15,7 @@ from hvmove import pipeline
 from hvmove.config import Config
 from hvmove.hyperv.client import HostClient, open_client
 from hvmove.layout import layout
-from hvmove.models import MoveRequest
+from hvmove.models import MoveRequest, MoveStop
 from hvmove.moves import follow
 from hvmove.store import Store
 
@@ -43,7 +43,11 @@ def stop_move(
                 f"the job is at {job.percent_complete}% and switching: Hyper-V no longer "
                 "accepts a cancel; the next run verifies and cleans up",
             )
-        client.stop_move(vm_id)
+        stop = client.stop_move(vm_id)
+        if not stop.requested and stop.return_value is not None:
+            # Hyper-V said no (32775, invalid state: Cancellable "does not guarantee the cancel
+            # succeeds", msvm-migrationjob); the job copies on, so say that, not "stopped"
+            return Cancelled("left_to_finish", _refused(stop))
         job = follow(client, vm_id, poll_s=0.5, timeout_s=wait_s)
         if job is not None and job.running:
             return Cancelled("left_to_finish", f"the job did not stop within {wait_s:.0f} s")
@@ -54,6 +58,14 @@ def stop_move(
     note = pipeline.remove_own_leftovers(client, record) if record.job_id else ""
     store.finish(move_id, "cancelled", reason)
     return Cancelled("cancelled", f"stopped; {record.vm_name} stays on its source{note}")
+
+
+def _refused(stop: MoveStop) -> str:
+    at = f" at {stop.job.percent_complete}%" if stop.job is not None else ""
+    return (
+        f"Hyper-V refused the cancel{at} (RequestStateChange returned {stop.return_value}); "
+        "the job goes on to its switch and the next run verifies and cleans up"
+    )
 
 
 class OverrunGuard:
@@ -77,7 +89,9 @@ class OverrunGuard:
         finish = now + timedelta(seconds=left)
         if finish <= end:
             return None
-        client.stop_move(vm_id)
+        stop = client.stop_move(vm_id)
+        if not stop.requested and stop.return_value is not None:
+            return f"could not cancel {vm} on {host} for the window's end: {_refused(stop)}"
         return (
             f"cancelled {vm} on {host}: {job.percent_complete}% done, would end "
             f"{finish.isoformat(timespec='seconds')}, after the window ({end.isoformat()})"
