@@ -29,6 +29,7 @@ STOP_ASKED = "stop asked: "
 # An open record whose reason starts with this: Hyper-V refused the stop; the job finishes and
 # the next run verifies it (the record stays open, so that run resumes it).
 LEFT_TO_FINISH = "cancel refused, left to finish: "
+_NEXT = "the next run verifies and cleans up"
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,8 @@ def stop_asked(record: MoveRecord) -> str | None:
 
 def _left(store: Store, move_id: str, reason: str, detail: str) -> Cancelled:
     """Past the point of no return: say so in the still-open record (not `cancelled`)."""
-    note = f"{detail}; the job is left to finish and the next run verifies it"
-    store.update(move_id, reason=f"{LEFT_TO_FINISH}{reason}: {note}")
-    return Cancelled("left_to_finish", note)
+    store.update(move_id, reason=f"{LEFT_TO_FINISH}{reason}: {detail}")
+    return Cancelled("left_to_finish", detail)
 
 
 def stop_move(
@@ -66,15 +66,17 @@ def stop_move(
                 move_id,
                 reason,
                 f"the job is at {job.percent_complete}% and switching: Hyper-V no longer "
-                "accepts a cancel",
+                f"accepts a cancel; {_NEXT}",
             )
         store.update(move_id, reason=STOP_ASKED + reason)  # a run still following it knows why
         stop = client.stop_move(vm_id)
-        if not stop.requested and stop.job is not None and stop.job.running:
+        if not stop.requested and stop.return_value is not None:
+            # Hyper-V said no (32775, invalid state: Cancellable "does not guarantee the cancel
+            # succeeds", msvm-migrationjob); the job copies on, so say that, not "stopped"
             return _left(store, move_id, reason, _refused(stop))
         job = follow(client, vm_id, poll_s=0.5, timeout_s=wait_s)
         if job is not None and job.running:
-            return _left(store, move_id, reason, f"the job did not stop within {wait_s:.0f} s")
+            return _left(store, move_id, reason, f"the job did not stop within {wait_s:.0f} s; {_NEXT}")
     request = MoveRequest.model_validate(record.request)
     remaining = layout(request, pipeline.vm_info(client, vm_id))
     if not (remaining.vhds or remaining.configuration):
@@ -86,10 +88,10 @@ def stop_move(
 
 
 def _refused(stop: MoveStop) -> str:
-    percent = stop.job.percent_complete if stop.job else "?"
+    at = f" at {stop.job.percent_complete}%" if stop.job is not None else ""
     return (
-        f"Hyper-V refused the stop at {percent}% (RequestStateChange returned "
-        f"{stop.return_value}): past the point of no return"
+        f"Hyper-V refused the cancel{at} (RequestStateChange returned {stop.return_value}); "
+        f"the job goes on to its switch and {_NEXT}"
     )
 
 
@@ -126,7 +128,7 @@ class OverrunGuard:
         if record is not None and record.status in ("pending", "running"):
             self.store.update(record.id, reason=STOP_ASKED + why)
         stop = client.stop_move(vm_id)
-        if not stop.requested and stop.job is not None and stop.job.running:
+        if not stop.requested and stop.return_value is not None:
             if record is not None:
                 _left(self.store, record.id, why, _refused(stop))
             return f"could not cancel {vm} on {host} for the {why}: {_refused(stop)}"
