@@ -76,7 +76,9 @@ def stop_move(
             return _left(store, move_id, reason, _refused(stop))
         job = follow(client, vm_id, poll_s=0.5, timeout_s=wait_s)
         if job is not None and job.running:
-            return _left(store, move_id, reason, f"the job did not stop within {wait_s:.0f} s; {_NEXT}")
+            return _left(
+                store, move_id, reason, f"the job did not stop within {wait_s:.0f} s; {_NEXT}"
+            )
     request = MoveRequest.model_validate(record.request)
     remaining = layout(request, pipeline.vm_info(client, vm_id))
     if not (remaining.vhds or remaining.configuration):

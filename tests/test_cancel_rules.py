@@ -47,7 +47,10 @@ def test_a_refused_stop_leaves_the_job_to_finish_and_the_record_says_so(tmp_path
     try:
         vm = lab.vm("web01")
         # from 2 % on, this job refuses a stop although its Cancellable flag still reads true
-        lab.server.control("engine_fault", {"kind": "refuse_stop", "vm": "web01", "percent": 2, "cancellable": True})
+        lab.server.control(
+            "engine_fault",
+            {"kind": "refuse_stop", "vm": "web01", "percent": 2, "cancellable": True},
+        )
         store, move_id, box = _copying(lab)
         with lab.client() as client:
             done = cancel.stop_move(client, store, move_id, "change freeze", wait_s=30)
