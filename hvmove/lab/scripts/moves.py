@@ -280,7 +280,11 @@ class MoveScripts(ScriptBase):
             return models.MoveStop(
                 vm_id=vm.id, requested=False, job=job.to_model() if job else None
             )
-        if not job.cancellable:
+        if not job.cancellable or job.refuses_stop:
+            # RequestStateChange(4) answers 32775 "Invalid state for this operation" late in a
+            # move (return values: learn.microsoft.com/windows/win32/hyperv_v2/
+            # requeststatechange-msvm-migrationjob); Cancellable "does not guarantee the cancel
+            # succeeds" (msvm-migrationjob). The script reports requested only for 0 / 4096.
             return models.MoveStop(
                 vm_id=vm.id, requested=False, return_value=32775, job=job.to_model()
             )
