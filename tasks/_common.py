@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from hvmove.hyperv.errors import TransientError
+from hvmove.moves import HostSilent
 from hvmove.names import resource_id
 from hvmove.store import Store
 
@@ -27,6 +28,10 @@ def only_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry a step only when the host was unreachable, busy, or the reply was lost."""
     try:
         state.result()
+    except HostSilent:
+        # it already waited its whole silence bound: retrying would multiply the bound by the
+        # retries and hide which host was silent for how long; a rerun attaches to the job
+        return False
     except TransientError:
         return True
     except Exception:

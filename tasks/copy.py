@@ -9,7 +9,7 @@ import time
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from hvmove import pipeline
+from hvmove import cancel, pipeline
 from hvmove.hyperv.client import HostClient
 from hvmove.models import MoveRequest
 from hvmove.prechecks import duration
@@ -71,16 +71,24 @@ def copy_task(
                     "%s %3d%%  %s  ETA %s", p.job_state, p.percent, rate, duration(p.eta_seconds)
                 )
 
-        result = pipeline.run_copy(
-            client,
-            store,
-            move_id,
-            request,
-            retain_source=retain_source,
-            poll_s=poll_s,
-            on_progress=on_progress,
-            silence_s=silence_s,
-        )
+        try:
+            result = pipeline.run_copy(
+                client,
+                store,
+                move_id,
+                request,
+                retain_source=retain_source,
+                poll_s=poll_s,
+                on_progress=on_progress,
+                silence_s=silence_s,
+            )
+        except pipeline.StepFailed:
+            # the job ended because hvmove asked it to stop (the window's end, an operator's
+            # cancel): a cancelled move with that reason, not a failed one
+            why = cancel.stop_asked(store.get(move_id))
+            if why is not None:
+                store.finish(move_id, "cancelled", why)
+            raise
         if result.get("skipped"):
             log.info("copy skipped: %s", result["reason"])
             set_state("skipped", result["reason"])

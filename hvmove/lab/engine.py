@@ -68,6 +68,8 @@ class Job:
     started: float = field(default_factory=time.time)
     ended: float | None = None
     cancellable: bool = True
+    # a 'refuse_stop' fault reached its percent: RequestStateChange(4) answers 32775
+    refuses_stop: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
     created: list[Path] = field(default_factory=list)
 
@@ -221,8 +223,16 @@ class Engine:
     def inject(self, fault: dict) -> None:
         """Engine faults: {'kind': 'fail_at'|'dest_full'|'corrupt_block'|'reboot_at', 'vm': id or
         name (optional), 'percent': N}. Each is used by the next matching move. The kinds in
-        TAMPER change the moved VM after its switch, for verification to catch."""
-        kinds = {"fail_at", "dest_full", "corrupt_block", "reboot_at", *TAMPER}
+        TAMPER change the moved VM after its switch, for verification to catch.
+
+        'refuse_stop' ({'percent': N, default 0; 'cancellable': bool, default false}): from N %
+        on, the job refuses Stop-StorageMove's RequestStateChange(4) with 32775 "Invalid state
+        for this operation" (return values: learn.microsoft.com/windows/win32/hyperv_v2/
+        requeststatechange-msvm-migrationjob, listed with GetError's) and copies on to its
+        switch. With 'cancellable' false the job also says Cancellable = false, Hyper-V's own
+        word that it is past the point of no return; true models the race the documentation
+        allows: Cancellable "does not guarantee the cancel succeeds" (msvm-migrationjob)."""
+        kinds = {"fail_at", "dest_full", "corrupt_block", "reboot_at", "refuse_stop", *TAMPER}
         if fault.get("kind") not in kinds:
             raise ValueError(f"engine fault kind must be one of {sorted(kinds)}")
         with self.jobs_lock:
@@ -258,16 +268,25 @@ class Engine:
             self.jobs = [j for j in self.jobs if j.ended is None or now - j.ended < keep]
 
     def submit(self, job: Job) -> None:
+        vm = self.find_vm(job.vm_id)
+        assert vm is not None
+        # taken here, not in the job's thread: a fault that applies from 0 % holds from the
+        # moment Start-StorageMove returns the job
+        fault = self._take_fault(vm)
+        self._refuse_stop(job, fault, 0)
         with self.jobs_lock:
             self.jobs.append(job)
         threading.Thread(
-            target=self._run, args=(job,), name=f"move-{job.vm_id[:8]}", daemon=True
+            target=self._run, args=(job, vm, fault), name=f"move-{job.vm_id[:8]}", daemon=True
         ).start()
 
-    def _run(self, job: Job) -> None:
-        vm = self.find_vm(job.vm_id)
-        assert vm is not None
-        fault = self._take_fault(vm)
+    @staticmethod
+    def _refuse_stop(job: Job, fault: dict | None, percent: int) -> None:
+        if fault and fault["kind"] == "refuse_stop" and percent >= int(fault.get("percent", 0)):
+            job.refuses_stop = True
+            job.cancellable = bool(fault.get("cancellable", False))
+
+    def _run(self, job: Job, vm: LabVM, fault: dict | None) -> None:
         try:
             job.state = "Running"
             self._copy_all(job, vm, fault)
@@ -364,7 +383,8 @@ class Engine:
             raise Aborted("Killed", E_FAILED, "host restarted", cleanup=False)
         if job.cancel.is_set():
             raise Aborted("Terminated", 0, "The operation was cancelled.")
-        if fault and percent >= int(fault.get("percent", 50)):
+        self._refuse_stop(job, fault, percent)
+        if fault and fault["kind"] != "refuse_stop" and percent >= int(fault.get("percent", 50)):
             kind = fault["kind"]
             if kind == "fail_at":
                 raise Aborted(
