@@ -120,13 +120,15 @@ def night_inputs(
         # the batch reserving there, and waiting a night would not change that: blocked, like
         # every other failure. Whether it fits beside tonight's other moves is the planner's
         # to judge (deferred for space when not).
-        if report.failures():
-            out.blocked[mid] = report.reason()
-            continue
+        # a probe measured its volume whatever becomes of the move: a blocked move's probe
+        # still tells the planner the bandwidth of a volume other moves copy from
         if report.mbps:
             probe_rates[report.destination_volume] = report.mbps * 1e6
         if report.source_mbps:
             probe_rates.setdefault(report.source_volume, report.source_mbps * 1e6)
+        if report.failures():
+            out.blocked[mid] = report.reason()
+            continue
         samples = list(history.get((report.source_volume, report.destination_volume), []))
         if report.mbps:
             samples.append(report.mbps * 1e6)

@@ -229,3 +229,35 @@ def test_the_nights_first_schedule_allows_the_prior_before_each_copy(
         assert (move.finish_p90 - move.start).total_seconds() == pytest.approx(12.0 + copy)
     finally:
         lab.server.stop()
+
+
+def _blocked_probe_estate(estate) -> None:  # type: ignore[no-untyped-def]
+    from hvmove.lab.build import add_vm
+
+    for vol in estate.data.volumes:
+        if vol.root == "E:\\" and vol.hosts == ["hv01"]:
+            vol.capacity = 512 * GiB
+    add_vm(estate, "hv01", "big01", disks=[(500 * GiB, 1.0, "Fixed")])  # to E:, cannot fit
+    add_vm(estate, "hv01", "from01", disks=[(40 * GiB, 1.0, "Fixed")], root="E:\\VMs")
+
+
+def test_a_blocked_moves_probe_still_measures_a_volume_others_copy_from(tmp_path: Path) -> None:
+    lab = make_lab(tmp_path, populate=_blocked_probe_estate)
+    try:
+        store = Store(lab.config.store_url())
+        plan = tmp_path / "night.yaml"
+        plan.write_text(
+            "moves:\n"
+            "  - {host: hv01, vm: big01, destination: 'E:\\VMs\\big01'}\n"
+            "  - {host: hv01, vm: from01, destination: 'F:\\VMs\\from01'}\n"
+        )
+        moves, inventories = batch.load_and_resolve(lab.config, plan, store)
+        reports = batch.precheck_all(lab.config, moves, reserve=False, store=store)
+        night = batch.night_inputs(lab.config, moves, reports, inventories, store)
+        assert len(night.blocked) == 1 and len(night.moves) == 1
+        # E: was measured by big01's probe (so not probed again as from01's source): its
+        # bandwidth bounds from01's copy although big01 is blocked
+        source = night.moves[0].source_volumes[0]
+        assert f"vol:{source}" in night.bandwidth and f"vol:{source}" in night.moves[0].shares
+    finally:
+        lab.server.stop()
