@@ -127,6 +127,10 @@ def test_batched_prechecks_give_the_per_vm_reports(
     # the three moves whose destination the host could not resolve
     assert per_vm_calls["Measure-Bandwidth"] == len(MOVES)
     assert calls["Measure-Bandwidth"] == 4 + 3
+    # the checks asked for exactly the paths the batch read (prechecks.paths_of): one volume read
+    # per host, one ODX answer per pair of volumes, the three unresolved ones asked on their own
+    assert calls["Get-VolumeInfo"] == calls["Get-VHDFacts"] == 2
+    assert calls["Get-OdxStatus"] == 4 + 3
 
 
 def test_a_vm_the_batch_cannot_read_fails_alone(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
