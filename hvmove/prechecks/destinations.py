@@ -43,7 +43,9 @@ def destinations(
         return
     report.source_volume = key_of(client.name, source, cluster)
     existing = client.vhd_facts(paths.destination_files).disks
-    own = {norm(p) for p in ours.destinations}
+    # only an attempt that started (a job, or the mark before the start) left files of its
+    # own; a file that blocked the first precheck is in the record's plan but never ours
+    own = {norm(p) for p in ours.destinations} if ours.job_id else set()
     # an earlier attempt's partial files already take their space from "free": charging the
     # whole move again would block the rerun of a half-copied move by its own copy
     credit = {

@@ -38,6 +38,12 @@ class HostReads(Protocol):
 def wanted(plan: MoveLayout) -> list[tuple[str, int]]:
     """Every destination the move writes to, with the bytes it puts there."""
     wants = [(dst, plan.vhd_info[src].file_size) for src, dst in plan.vhds.items()]
+    # parents the move may carry beside their child (layout.carried_parents): their bytes too
+    wants += [
+        (landing, plan.vhd_info[parent].file_size)
+        for parent, landing in carried_parents(plan).items()
+        if parent in plan.vhd_info
+    ]
     if plan.configuration:
         wants.append((plan.configuration, plan.config_bytes))
     wants += [(extra, 0) for extra in (plan.snapshot, plan.smart_paging) if extra]
