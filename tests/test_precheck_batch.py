@@ -219,3 +219,23 @@ def test_a_running_move_is_seen_by_the_batch(tmp_path: Path) -> None:
         assert batched["sql01"].ok
     finally:
         lab.server.stop()
+
+
+def test_a_host_the_batch_cannot_reach_is_not_asked_again(lab: Lab) -> None:
+    """hv02 is down: the batch stops reading it after the first refused connection, and the
+    prechecks fail with the same one error as without a batch."""
+    moves = _moves(lab, [m for m in MOVES if m[0] == "hv02"])
+    lab.server.endpoint.kill_host("hv02")
+    tried: list[str] = []
+    call = HostClient.call
+
+    def counted(self: HostClient, script: str, model, **params):
+        tried.append(script)
+        return call(self, script, model, **params)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(HostClient, "call", counted)
+        with pytest.raises(e.HostUnreachable):
+            batch.precheck_all(lab.config, moves)
+    # the batch's host facts, then the first precheck's own host facts: nothing else
+    assert tried == ["Get-HostFacts", "Get-HostFacts"]

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from hvmove import models
 from hvmove.hyperv.client import HostClient, checked_volumes
-from hvmove.hyperv.errors import HostError
+from hvmove.hyperv.errors import AuthenticationFailed, HostError, HostUnreachable, TlsError
 
 T = TypeVar("T")
 
@@ -44,6 +44,7 @@ class HostSnapshot:
         self._probes: dict[tuple[str, int], models.BandwidthProbe] = {}  # by (volume root, MiB)
         self.batch_calls: Counter[str] = Counter()  # what the batch read, for tests and reports
         self.live_calls: Counter[str] = Counter()  # what a precheck still had to ask the host
+        self._unreachable = False
 
     @property
     def name(self) -> str:
@@ -51,10 +52,17 @@ class HostSnapshot:
 
     # -- reading up front --------------------------------------------------------------------
     def _batch(self, script: str, read: Callable[[], T]) -> T | None:
-        """One batch read; a failure leaves its facts unread, so each precheck asks itself."""
+        """One batch read; a failure leaves its facts unread, so each precheck asks itself.
+        A host that cannot be reached or refuses the logon is not asked again by the batch: the
+        first precheck meets the same error at once, as it did without a batch."""
+        if self._unreachable:
+            return None
         self.batch_calls[script] += 1
         try:
             return read()
+        except (HostUnreachable, AuthenticationFailed, TlsError):
+            self._unreachable = True
+            return None
         except HostError:
             return None
 
