@@ -4,13 +4,16 @@ parsed, and throughput estimated from the bandwidth probe and past moves in the 
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hvmove import planner, prechecks
+from hvmove import planner, precheck_batch, prechecks
 from hvmove.config import Config, HostConfig
 from hvmove.errors import ConfigError
+from hvmove.hyperv.client import HostClient
+from hvmove.hyperv.prefetch import HostSnapshot
 from hvmove.inventory import HostInventory
 from hvmove.models import MoveRequest, PrecheckReport
 from hvmove.plans import ResolvedMove
@@ -286,8 +289,10 @@ def precheck_all(
     """Every move's prechecks, in plan order. With ``reserve`` the space each passing move needs
     is counted against the moves after it (a batch run one after another); the nightly planner
     does its own reservation and asks without. With ``store``, what an unfinished earlier
-    attempt left (its job, its files) counts as the move's own."""
-    from hvmove.hyperv.client import HostClient, open_client
+    attempt left (its job, its files) counts as the move's own. Each host is read once for all
+    its moves (hosts in parallel, see hvmove.precheck_batch); the checks of each move are then
+    the per-VM prechecks, run in plan order."""
+    from hvmove.hyperv.client import open_client
 
     reports: list[PrecheckReport] = []
     reserved: dict[str, int] = {}
@@ -295,11 +300,13 @@ def precheck_all(
     attempts = open_attempts(store, moves)
     try:
         for move in moves:
+            if move.request.host not in clients:
+                clients[move.request.host] = open_client(cfg, move.request.host)
+        hosts = host_snapshots(cfg, moves, clients)
+        for move in moves:
             req = move.request
-            if req.host not in clients:
-                clients[req.host] = open_client(cfg, req.host)
             report = prechecks.run(
-                clients[req.host],
+                hosts[req.host],  # type: ignore[arg-type]  # a HostClient as the batch read it
                 req,
                 options_for(cfg, req),
                 reserved if reserve else None,
@@ -314,6 +321,19 @@ def precheck_all(
         for c in clients.values():
             c.close()
     return reports
+
+
+def host_snapshots(
+    cfg: Config, moves: list[ResolvedMove], clients: dict[str, HostClient]
+) -> dict[str, HostSnapshot]:
+    """Each host read once for the prechecks of all its moves, hosts in parallel."""
+    items: dict[str, list[precheck_batch.Item]] = defaultdict(list)
+    for move in moves:
+        req = move.request
+        items[req.host].append(precheck_batch.Item(req, options_for(cfg, req), move.vm.id))
+    with ThreadPoolExecutor(max_workers=min(16, len(items)) or 1) as pool:
+        found = pool.map(lambda h: precheck_batch.snapshot(clients[h], items[h]), list(items))
+        return dict(zip(list(items), found, strict=True))
 
 
 def options_for(cfg: Config, request: MoveRequest) -> prechecks.Options:

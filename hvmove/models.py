@@ -203,6 +203,22 @@ class MoveStatus(Model):
     secondary_status: str | None = None
 
 
+# --- Get-PrecheckFacts.ps1 -----------------------------------------------------------------------
+class PrecheckFactsEntry(Model):
+    """One asked VM: what Get-VMInventory and Get-StorageMoveStatus would say of it, or why it
+    could not be read (then vm and move are None and the caller asks about it alone)."""
+
+    vm_id: str  # the id as asked
+    vm: VMInfo | None = None
+    move: MoveStatus | None = None
+    error: str = ""
+
+
+class PrecheckFacts(Model):
+    host: str
+    vms: list[PrecheckFactsEntry]  # one per asked id, in order
+
+
 class MoveStop(Model):
     vm_id: str
     requested: bool

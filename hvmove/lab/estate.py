@@ -32,6 +32,9 @@ class LabVolume(BaseModel):
     # them; ODX needs bits 0x1 and 0x2 of every filter attached to either volume ("Deploy
     # Windows Offloaded Data Transfers", technet jj200627). Empty: every filter opts in.
     filters: dict[str, int] = {}
+    # Get-Volume -FilePath on this volume fails with this message (a storage provider error);
+    # the file system is then unknown to the scripts
+    get_volume_error: str = ""
 
 
 class LabDrive(BaseModel):
