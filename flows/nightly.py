@@ -283,7 +283,7 @@ def _start_and_follow(
             now,
             running=[_running(f) for f in flying.values()],
             bandwidth=inputs.bandwidth,
-            startup=learning.startup_allowance(startups),
+            startup=learning.startup_allowance(startups, night.startup_prior),
         )
         deferred.clear()
         deferred.update({m.id: m.detail for m in sched.deferred})

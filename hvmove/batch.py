@@ -7,6 +7,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from pathlib import PureWindowsPath
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hvmove import planner, precheck_batch, prechecks
@@ -114,13 +115,18 @@ def night_inputs(
             # remain, and they take no copy slot
             (out.finish_only if mid in unfinished else out.already_done).append(mid)
             continue
-        # space is the planner's to judge across the whole batch; every other failure blocks
-        others = [c for c in report.failures() if c.name != "space"]
-        if others:
-            out.blocked[mid] = "; ".join(f"{c.name}: {c.detail}" for c in others)
+        # The prechecks asked without the batch's reservations (reserve=False): a failed space
+        # check means the move does not fit its destination even alone, with no other move of
+        # the batch reserving there, and waiting a night would not change that: blocked, like
+        # every other failure. Whether it fits beside tonight's other moves is the planner's
+        # to judge (deferred for space when not).
+        if report.failures():
+            out.blocked[mid] = report.reason()
             continue
         if report.mbps:
             probe_rates[report.destination_volume] = report.mbps * 1e6
+        if report.source_mbps:
+            probe_rates.setdefault(report.source_volume, report.source_mbps * 1e6)
         samples = list(history.get((report.source_volume, report.destination_volume), []))
         if report.mbps:
             samples.append(report.mbps * 1e6)
@@ -317,10 +323,45 @@ def precheck_all(
                 for key, need in report.needed_by_volume.items():
                     reserved[key] = reserved.get(key, 0) + need
             reports.append(report)
+        if not reserve:
+            probe_sources(cfg, moves, reports, clients)
     finally:
         for c in clients.values():
             c.close()
     return reports
+
+
+def probe_sources(
+    cfg: Config,
+    moves: list[ResolvedMove],
+    reports: list[PrecheckReport],
+    clients: dict[str, HostClient],
+) -> None:
+    """For the night's planner: the bandwidth of every source volume that no destination probe
+    measured, probed once in the folder of a VM's first disk there. A copy uses its source as
+    much as its destination (hvmove.throughput), and copies sharing a source split it: planned
+    without it, two copies from one slow volume would each be planned at the destination's
+    pace. A failed probe leaves the volume unknown (the planner then bounds it by history)."""
+    from hvmove.errors import HvmoveError
+
+    measured = {r.destination_volume for r in reports if r.mbps}
+    found: dict[str, float | None] = {}
+    for move, report in zip(moves, reports, strict=True):
+        key = report.source_volume
+        if not key or key in measured or report.already_done:
+            continue
+        if key not in found:
+            files = move.vm.vhd_files()
+            where = files[0].path if files else move.vm.configuration_location
+            folder = str(PureWindowsPath(where).parent)
+            try:
+                probe = clients[move.request.host].bandwidth(
+                    folder, options_for(cfg, move.request).probe_mib
+                )
+                found[key] = min(probe.write_mbps, probe.read_mbps) or None
+            except HvmoveError:
+                found[key] = None
+        report.source_mbps = found[key]
 
 
 def host_snapshots(

@@ -353,6 +353,8 @@ class PrecheckReport(Model):
     virtual_bytes: int = 0
     odx: bool | None = None
     mbps: float | None = None
+    # the source volume's probe, where the night's planner asked for one (hvmove.batch)
+    source_mbps: float | None = None
     eta_seconds: float | None = None
     already_done: bool = False  # every component already lives at the destination
     # how the move starts: "wmi" keeps every source copy until cleanup, "move-vmstorage" lets

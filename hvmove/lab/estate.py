@@ -140,6 +140,12 @@ class LabPremises(BaseModel):
     # Move-VMStorage removes the moved disks' source at the switch, as documented
     # (move-vmstorage); False: it keeps them (what the lab did before issue 10)
     move_vmstorage_removes_source: bool = True
+    # modes components / vhds: a differencing disk's parent that the request does not name
+    # stays where it is (the child's copy points at it there). Move-VMStorage's -Vhds lists
+    # "each individual virtual hard disk to be moved"; where an unnamed parent goes is not
+    # documented. True: it is copied beside its child (the source copy stays, as without
+    # -RemoveSourceUnmanagedVhds); hvmove's prechecks count it either way
+    unnamed_parents_move_with_child: bool = False
 
 
 class LabSettings(BaseModel):

@@ -95,7 +95,8 @@ def disk_blockers(vm: VMInfo, plan: MoveLayout, add: Add) -> None:
                 remedy="eject it: Set-VMDvdDrive -VMName <vm> -Path $null",
             )
         )
-    # parents the move carries along land beside their child: their names count too
+    _unnamed_parents(plan, add)
+    # parents the move may carry along land beside their child: their names count too
     landing = [norm(d) for d in [*plan.vhds.values(), *carried_parents(plan).values()]]
     dupes = sorted({PureWindowsPath(d).name for d in landing if landing.count(d) > 1})
     if dupes:
@@ -158,3 +159,24 @@ def vm_blockers(vm: VMInfo, plan: MoveLayout, options: Options, add, mode: str) 
                 "is low on space)",
             )
         )
+
+
+def _unnamed_parents(plan: MoveLayout, add: Add) -> None:
+    """Say which assumption the checks take for parents the request does not name: Hyper-V's
+    documentation does not say whether they move (layout.carried_parents)."""
+    carried = carried_parents(plan)
+    if not carried:
+        return
+    where = ", ".join(f"{parent} (may land as {landing})" for parent, landing in carried.items())
+    add(
+        Check(
+            name="unnamed parents",
+            status="warn",
+            detail=f"parents of moved differencing disks not named in the request: {where}. "
+            "Whether Hyper-V moves them is not documented: checked as if each lands beside its "
+            "child (file name, existing file, space), and kept where it is (never cleaned up)",
+            remedy="name each parent in the request's vhds to move it for certain; a canary "
+            "run on the host shows which way Hyper-V goes",
+            numbers={"parents": len(carried)},
+        )
+    )

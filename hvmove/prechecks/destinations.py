@@ -43,7 +43,9 @@ def destinations(
         return
     report.source_volume = key_of(client.name, source, cluster)
     existing = client.vhd_facts([*plan.vhds.values(), *carried_parents(plan).values()]).disks
-    own = {norm(p) for p in ours.destinations}
+    # only an attempt that started (a job, or the mark before the start) left files of its
+    # own; a file that blocked the first precheck is in the record's plan but never ours
+    own = {norm(p) for p in ours.destinations} if ours.job_id else set()
     # an earlier attempt's partial files already take their space from "free": charging the
     # whole move again would block the rerun of a half-copied move by its own copy
     credit = {
@@ -85,6 +87,12 @@ def destinations(
 def wanted(plan: MoveLayout) -> list[tuple[str, int]]:
     """Every destination the move writes to, with the bytes it puts there."""
     wants = [(dst, plan.vhd_info[src].file_size) for src, dst in plan.vhds.items()]
+    # parents the move may carry beside their child (layout.carried_parents): their bytes too
+    wants += [
+        (landing, plan.vhd_info[parent].file_size)
+        for parent, landing in carried_parents(plan).items()
+        if parent in plan.vhd_info
+    ]
     if plan.configuration:
         wants.append((plan.configuration, plan.config_bytes))
     wants += [(extra, 0) for extra in (plan.snapshot, plan.smart_paging) if extra]

@@ -116,7 +116,36 @@ class MoveScripts(ScriptBase):
                 "InvalidData",
             )
         mapping, new_paths = _without_no_ops(vm, mapping, new_paths)
-        return self._copy_items(vm, vhds_of_vm, mapping, new_paths), new_paths, warnings
+        carried: dict[str, str] = {}
+        if mode != "all" and self.estate.settings.premises.unnamed_parents_move_with_child:
+            carried = self._carried_parents(vm, mapping, vhds_of_vm)
+        items = self._copy_items(vm, vhds_of_vm, {**carried, **mapping}, new_paths)
+        for it in items:
+            it.unmanaged = norm(it.src) in carried
+        return items, new_paths, warnings
+
+    def _carried_parents(
+        self, vm: LabVM, mapping: dict[str, str], vhds_of_vm: dict[str, str]
+    ) -> dict[str, str]:
+        """Premise unnamed_parents_move_with_child: each unnamed parent of a moved disk, up
+        its chain, lands in the folder of the child's destination (norm -> destination), the
+        reading hvmove.layout.carried_parents checks in the prechecks."""
+        out: dict[str, str] = {}
+        for key, dst in mapping.items():
+            folder = PureWindowsPath(dst).parent
+            info = self._vhd_info(vm.host, vhds_of_vm[key])
+            seen: set[str] = set()
+            while (
+                info.parent_path
+                and norm(info.parent_path) in vhds_of_vm  # a parent Get-VHD could not read stays
+                and norm(info.parent_path) not in {*mapping, *seen}
+            ):
+                seen.add(norm(info.parent_path))
+                landing = str(PureWindowsPath(folder, PureWindowsPath(info.parent_path).name))
+                if norm(landing) != norm(info.parent_path):
+                    out.setdefault(norm(info.parent_path), landing)
+                info = self._vhd_info(vm.host, info.parent_path)
+        return out
 
     def _vhds_of(self, vm: LabVM) -> tuple[dict[str, str], set[str]]:
         """Every disk of the VM, chains and checkpoint disks included (norm -> original path),
