@@ -188,3 +188,18 @@ def test_a_failed_attempts_partial_parent_is_removed_before_the_rerun(tmp_path: 
         assert starts(lab) == 2
     finally:
         lab.server.stop()
+
+
+def test_a_parent_no_drive_attaches_cannot_be_named(tmp_path: Path) -> None:
+    """As Start-StorageMove.ps1 does: a VhdSourcePath that no drive or checkpoint of the VM
+    attaches "Hyper-V would treat as an unmanaged VHD" (hyperv.md 1.3), so it is refused, the
+    golden parent included."""
+    from hvmove.hyperv import errors as e
+
+    lab = make_lab(tmp_path, populate=_golden_vm)
+    try:
+        with lab.client() as client, pytest.raises(e.ScriptError, match="unmanaged VHD"):
+            client.start_move(lab.vm("gold01").id, "vhds", vhds=[(GOLDEN, "E:\\y\\base.vhdx")])
+        assert not lab.server.engine.jobs
+    finally:
+        lab.server.stop()

@@ -106,7 +106,8 @@ def disk_blockers(vm: VMInfo, plan: MoveLayout, add: Add) -> None:
                 status="fail",
                 detail=f"two disks (parents of differencing disks included) named "
                 f"{', '.join(dupes)} would land in one folder",
-                remedy="use mode 'vhds' with a destination per disk, naming each parent too",
+                remedy="use mode 'vhds' with a destination folder per disk (a parent no drive or "
+                "checkpoint attaches cannot be named: Start-StorageMove refuses an unmanaged VHD)",
             )
         )
 
@@ -175,8 +176,9 @@ def _unnamed_parents(plan: MoveLayout, add: Add) -> None:
             detail=f"parents of moved differencing disks not named in the request: {where}. "
             "Whether Hyper-V moves them is not documented: checked as if each lands beside its "
             "child (file name, existing file, space), and kept where it is (never cleaned up)",
-            remedy="name each parent in the request's vhds to move it for certain; a canary "
-            "run on the host shows which way Hyper-V goes",
+            remedy="nothing to do when the checks pass; a parent no drive or checkpoint "
+            "attaches cannot be named in vhds (Start-StorageMove refuses an unmanaged VHD); a "
+            "canary run on the host shows which way Hyper-V goes",
             numbers={"parents": len(carried)},
         )
     )

@@ -246,13 +246,19 @@ class MoveScripts(ScriptBase):
                 "InvalidArgument",
                 "InvalidArgument",
             )
+        # the script's sources: files attached to the VM's drives or to its checkpoints' drives;
+        # any other path (a parent no drive attaches, a typo) "Hyper-V would treat as an
+        # unmanaged VHD" (hyperv.md 1.3), so the script refuses it, parents included
+        managed = {norm(d.path) for d in vm.drives if d.path and d.disk_number is None}
+        managed |= {norm(path) for cp in vm.checkpoints for path in cp.disk_paths}
         mapping: dict[str, str] = {}
         for src, dst in zip(sources, dests, strict=True):
             if norm(dst) in vhds_of_vm and norm(src) not in vhds_of_vm:
                 continue  # this pair already moved (a rerun after the switch)
-            if norm(src) not in vhds_of_vm:
+            if norm(src) not in managed:
                 raise ScriptFailed(
-                    f"'{src}' is not a virtual hard disk of virtual machine '{vm.name}'.",
+                    f"VhdSourcePath '{src}' is not a disk of VM '{vm.name}' or of its "
+                    "checkpoints; Hyper-V would treat it as an unmanaged VHD, so it is refused",
                     "InvalidArgument",
                     "InvalidArgument",
                 )
