@@ -18,7 +18,7 @@ from hvmove.config import HostConfig
 from hvmove.errors import HvmoveError
 from hvmove.hyperv.client import HostClient
 from hvmove.hyperv.errors import HostBusy, MaybeRanError, TransientError
-from hvmove.layout import layout, norm, source_folders
+from hvmove.layout import norm, parent_locations, source_folders, unswitched
 from hvmove.models import MoveRequest, PathReferences, PrecheckReport, VMInfo
 from hvmove.moves import DEFAULT_SILENCE_S, follow, start_or_attach
 from hvmove.store import Store
@@ -149,8 +149,7 @@ def _start_copy(
     """No job is running: start one (after removing a dead attempt's partial files), or say why
     there is nothing to follow (the copy step's result)."""
     vm = _vm(client, record.vm_id)
-    plan = layout(request, vm)
-    if not plan.vhds and not (plan.configuration or plan.snapshot or plan.smart_paging):
+    if not unswitched(request, vm):
         return {
             "skipped": True,
             "reason": "the VM already lives at the destination",
@@ -218,8 +217,7 @@ def _copy_outcome(
     if job is None or (job.job_id != copy.job_id and not job.running):
         # the job is gone: it ended longer ago than TimeBeforeRemoval, or the host rebooted or
         # VMMS restarted (jobs survive neither). The VM's paths tell the outcome.
-        remaining = layout(request, _vm(client, record.vm_id))
-        if remaining.vhds or remaining.configuration:
+        if unswitched(request, _vm(client, record.vm_id)):
             raise StepFailed(
                 "the move's job vanished (host restarted, or the Hyper-V management service) "
                 "and the VM is still on its source; run the move again: it removes this "
@@ -351,8 +349,7 @@ def _outcome_without_job(
     """No job was ever seen: the VM's paths tell whether the move happened; if not, the outcome
     is unknown and the step fails so that a retry looks at the host again (and attaches to a job
     that appeared meanwhile, never starting a second one)."""
-    remaining = layout(request, _vm(client, record.vm_id))
-    if remaining.vhds or remaining.configuration or remaining.snapshot or remaining.smart_paging:
+    if unswitched(request, _vm(client, record.vm_id)):
         raise StepFailed(
             "the storage migration was reported started but no migration job appeared and the "
             f"VM is still on its source ({message or 'no detail'}); the outcome is unknown: "
@@ -373,10 +370,7 @@ def run_cutover(
 ) -> dict[str, Any]:
     record = store.get(move_id)
     vm = _vm(client, record.vm_id)
-    remaining = layout(request, vm)
-    left = list(remaining.vhds) + [
-        p for p in (remaining.configuration, remaining.snapshot, remaining.smart_paging) if p
-    ]
+    left = unswitched(request, vm)
     if left:
         raise StepFailed(
             f"not switched: still on the source: {', '.join(left)}; the copy can be retried"
@@ -388,6 +382,7 @@ def run_cutover(
         "state": vm.state,
         "configuration_location": vm.configuration_location,
         "disks": [d.path for d in vm.drives if d.path],
+        "parents": parent_locations((record.before or {}).get("vm"), vm),
         "cluster": _refresh_cluster(client, record, vm),
     }
 
@@ -422,6 +417,11 @@ def run_verify(client: HostClient, store: Store, move_id: str) -> dict[str, Any]
     for v in (before.get("vm") or {}).get("checkpoint_files", []):
         before_files.setdefault(norm(v["path"]), v)
     mapping = {norm(s): d for s, d in (before.get("vhds") or {}).items()}
+    # each parent where the child's ParentPath now says it is (moved or left in place: Hyper-V's
+    # documentation is silent on parents no drive attaches, layout.carried_parents), so that its
+    # row is compared with its own facts from before the move and the child's parent exactly
+    parents = parent_locations(before.get("vm"), vm)
+    mapping.update({norm(p["source"]): p["now"] for p in parents if p["now"]})
     now_files = {v.path: v for v in vm.vhd_files()}
     facts = client.vhd_facts(list(now_files)).disks
     ids_before = {v["disk_identifier"] for v in before_files.values()}
@@ -434,7 +434,9 @@ def run_verify(client: HostClient, store: Store, move_id: str) -> dict[str, Any]
         row: dict[str, Any] = {
             "path": fact.path,
             "test_vhd": fact.test_ok,
-            "moved_from": before_files[src]["path"] if src in before_files else None,
+            "moved_from": before_files[src]["path"]
+            if src in before_files and src != norm(fact.path)
+            else None,
         }
         if not fact.test_ok:
             problems.append(f"Test-VHD failed on {fact.path}: {fact.error or 'not usable'}")
@@ -472,6 +474,7 @@ def run_verify(client: HostClient, store: Store, move_id: str) -> dict[str, Any]
         "disks": rows,
         "heartbeat": vm.heartbeat,
         "state": vm.state,
+        "parents": parents,
         "problems": problems,
         "verified": not problems,
     }

@@ -86,11 +86,13 @@ def _parent_premise(created: CanaryCreated, child: str, base: str | None) -> Pre
         name=PARENT,
         observed=moved,
         detail=f"after the move the child's parent is {base} (created as {created.base_path})",
-        impact="Hyper-V carries an unmanaged parent in mode all, as hvmove's plan assumes"
+        impact="Hyper-V carries an unmanaged parent in mode all (its source copy stays; cleanup "
+        "removes it when no VM uses it): the lab's premise unnamed_parents_move_with_child true "
+        "matches"
         if moved
-        else "Hyper-V leaves an unmanaged parent where it is: mode all counts it as moved "
-        "(space overstated) and cleanup keeps it (still referenced); in modes components and "
-        "vhds the lab's premise unnamed_parents_move_with_child false matches",
+        else "Hyper-V leaves an unmanaged parent where it is: the prechecks count it as moved "
+        "(space overstated), the switch is judged without it and cleanup keeps it (still "
+        "referenced); the lab's premise unnamed_parents_move_with_child false matches",
     )
 
 
