@@ -150,8 +150,9 @@ def unswitched(request: MoveRequest, vm: VMInfo) -> list[str]:
 def parent_locations(before: dict | None, vm: VMInfo) -> list[dict]:
     """Where each parent of the VM's disks before the move is now: the path at the same depth of
     the same drive's chain, which the inventory walks along each child's ParentPath as the host
-    reports it. before is the recorded VMInfo (JSON) from before the move; "now" is None when
-    that drive or depth is gone."""
+    reports it, when that file is the same disk (its disk identifier, which a copy keeps). before
+    is the recorded VMInfo (JSON) from before the move; "now" is None when that drive or depth
+    is gone or holds another disk (a chain that skips a link): verification then fails on it."""
     if not before:
         return []
     old = VMInfo.model_validate(before)
@@ -165,7 +166,9 @@ def parent_locations(before: dict | None, vm: VMInfo) -> list[dict]:
             if norm(parent.path) in seen:
                 continue
             seen.add(norm(parent.path))
-            where = chain[depth].path if depth < len(chain) else None
+            found = chain[depth] if depth < len(chain) else None
+            same = found is not None and found.disk_identifier == parent.disk_identifier
+            where = found.path if found is not None and same else None
             moved = where is not None and norm(where) != norm(parent.path)
             out.append({"source": parent.path, "now": where, "moved": moved})
     return out

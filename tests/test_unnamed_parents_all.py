@@ -104,7 +104,10 @@ def test_a_parent_hyperv_leaves_in_place_ends_verified_and_kept(tmp_path: Path, 
         if req.mode == "all":
             # listed in the move's report: the moved child still references it
             assert "references" in _kept(record)[GOLDEN]
-            assert f"`{GOLDEN}`" in reports.move_markdown(record, {})
+            assert f"- `{GOLDEN}`: a virtual machine references" in reports.move_markdown(
+                record, {}
+            )
+        assert f"- `{GOLDEN}`: left in place" in reports.move_markdown(record, {})
     finally:
         lab.server.stop()
 
@@ -120,6 +123,7 @@ def test_a_parent_hyperv_carries_is_removed_only_when_no_vm_uses_it(
         assert facts[MOVED_CHILD].vhd.parent_path == LANDING and facts[LANDING].exists
         rows = {r["path"]: r for r in record.verification["disks"]}
         assert rows[LANDING]["moved_from"] == GOLDEN and all(rows[LANDING]["same"].values())
+        assert f"- `{GOLDEN}`: moved to `{LANDING}`" in reports.move_markdown(record, {})
         assert facts[GOLDEN].exists is other_user
         if other_user:
             assert "references" in _kept(record)[GOLDEN]
@@ -137,5 +141,8 @@ def test_components_carrying_the_parent_keeps_its_source(tmp_path: Path) -> None
         assert cutover["parents"] == [{"source": GOLDEN, "now": LANDING, "moved": True}]
         assert facts[LANDING].exists and facts[GOLDEN].exists
         assert GOLDEN not in record.cleanup["removed"]
+        # verified where it really landed, against its own facts from before the move
+        rows = {r["path"]: r for r in record.verification["disks"]}
+        assert rows[LANDING]["moved_from"] == GOLDEN and all(rows[LANDING]["same"].values())
     finally:
         lab.server.stop()
