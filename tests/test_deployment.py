@@ -48,7 +48,9 @@ def clean_env(api: str, home: Path) -> dict[str, str]:
     }
 
 
-def start_worker(api: str, home: Path, name: str) -> subprocess.Popen:
+def start_worker(
+    api: str, home: Path, name: str, pool: str = "hvmove", limit: int = 2
+) -> subprocess.Popen:
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it
     return subprocess.Popen(
@@ -58,11 +60,11 @@ def start_worker(api: str, home: Path, name: str) -> subprocess.Popen:
             "worker",
             "start",
             "--pool",
-            "hvmove",
+            pool,
             "--name",
             name,
             "--limit",
-            "2",
+            str(limit),
         ],
         cwd=home,  # not the project folder: the deployment must say where the code is
         env=clean_env(api, home),
@@ -84,6 +86,24 @@ def stop_worker(proc: subprocess.Popen) -> None:
             continue
 
 
+def hvmove_deploy(api: str, config: Path, plan: Path, pool: str = "hvmove") -> None:
+    """`hvmove deploy` as an operator runs it: from the config's folder, in a shell that holds
+    none of the deploy-time variables (hvmove deploy must give Prefect every one)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HVMOVE_")}
+    done = subprocess.run(
+        [
+            *(str(BIN / "hvmove"), "deploy", "--config", str(config)),
+            *("--plan", str(plan), "--pool", pool),
+        ],
+        env={**env, "PREFECT_API_URL": api},
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     lab = make_lab(tmp_path_factory.mktemp("deployed-lab"), rate_scale=8)
@@ -92,23 +112,7 @@ def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "moves:\n  - {host: hv01, vm: web01, destination: 'E:\\VMs\\web01'}\n"
         "  - {host: hv01, vm: iso01, destination: 'E:\\VMs\\iso01'}\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HVMOVE_")}
-    done = subprocess.run(
-        [
-            str(BIN / "hvmove"),
-            "deploy",
-            "--config",
-            str(lab.dir / "hvmove.yaml"),
-            "--plan",
-            str(plan),
-        ],
-        env={**env, "PREFECT_API_URL": prefect_api},
-        cwd=lab.dir,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    hvmove_deploy(prefect_api, lab.dir / "hvmove.yaml", plan)
     home = tmp_path_factory.mktemp("worker-home")
     workers = [start_worker(prefect_api, home, "w1")]
     try:
