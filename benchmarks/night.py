@@ -1,14 +1,17 @@
 """A night in the lab: hvmove's nightly flow against an upper bound and against the loop admins
 run today, on the same generated estate and window (``night_estate.py`` describes the estate).
 
-- bound: an upper bound on the bytes any schedule could move in the window under the lab's own
-  bandwidth model (LP relaxation over volume, array and offload capacities, per-host limits
-  ignored), computed offline from the estate;
+- bound: an upper bound on the bytes of the copies any schedule could complete in the window
+  under the lab's own bandwidth model (per-host limits ignored), computed offline from the
+  estate: the best set of copies that each fit the window alone and together fit every volume,
+  array and offload capacity (a 0/1 program; ``night_estate.bound``); the LP relaxation, which
+  also counts parts of copies, is printed beside it;
 - hvmove: the ``nightly-migrations`` flow, called as the deployment calls it (plan file, config,
   window, time zone), on a local Prefect server, with the lab in its own process and a generated
   history in the store to learn from. Bytes moved in the window, overruns (copies running at the
-  window's end or cancelled for it), ETA error (median of actual over planned P50 copy time) and
-  P90 coverage (share of finished moves whose copy ended before their planned P90 finish);
+  window's end or cancelled for it), ETA error (median of actual over planned P50 time, both from
+  the move's start, its run's own startup included) and P90 coverage (share of finished moves
+  whose copy ended before their planned P90 finish);
 - FIFO: a fresh copy of the same estate; per host, ``MaximumStorageMigrations`` moves at a time in
   plan order, started whenever a slot frees until the window ends, no admission.
 
@@ -108,7 +111,7 @@ def run_hvmove(args: argparse.Namespace, lab: Path) -> dict[str, Any]:
         cfg_path = _config(lab, args.probe_mib)
         # the store already knows past nights: the planner learns its rates from them
         generate_history(load(cfg_path).store_url(), days=30, seed=args.seed, lab_estate=estate)
-        text, _start, end = _window(args.lead, args.minutes)
+        text, start, end = _window(args.lead, args.minutes)
         print(f"hvmove: window {text} UTC; prechecks first", flush=True)
         state = nightly(
             plan=str(lab / "plan.yaml"),
@@ -123,14 +126,20 @@ def run_hvmove(args: argparse.Namespace, lab: Path) -> dict[str, Any]:
     finally:
         process.down(lab)
     moved, overruns = _tally(jobs, moves, end)
+    if args.dump:
+        _dump(args.dump, estate, moves, jobs, summary, start, end)
     ratios, covered = [], []
     for m in summary["moved"]:
         vm_id = next(x.vm_id.lower() for x in moves if x.vm == m["vm"])
         job = jobs.get(vm_id)
         if job is None or not m.get("planned_p50_s"):
             continue
-        ratios.append(job["elapsed_seconds"] / m["planned_p50_s"])
-        covered.append(job["end"] <= datetime.fromisoformat(m["planned_finish_p90"]))
+        # like for like: the plan's P50 counts from the move's start (its run's startup, then
+        # the copy), so the actual does too, to the end of the lab's copy job
+        p90_finish = datetime.fromisoformat(m["planned_finish_p90"])
+        started = p90_finish - timedelta(seconds=m["planned_p90_s"])
+        ratios.append((job["end"] - started).total_seconds() / m["planned_p50_s"])
+        covered.append(job["end"] <= p90_finish)
     return {
         "bytes": moved,
         "overruns": overruns,
@@ -141,6 +150,51 @@ def run_hvmove(args: argparse.Namespace, lab: Path) -> dict[str, Any]:
         "p90_coverage": sum(covered) / len(covered) if covered else float("nan"),
         "failures": summary["failed"][:3],
     }
+
+
+def _dump(
+    path: str,
+    estate: Any,
+    moves: list[night_estate.Move],
+    jobs: dict[str, dict[str, Any]],
+    summary: dict[str, Any],
+    start: datetime,
+    end: datetime,
+) -> None:
+    """Per move: what the lab did (its job), what the night planned, and the move's demand
+    alone and resources under the lab's model: the raw material of a loss profile."""
+    routes = [(m.vm_id, *night_estate.route_of(estate, m)) for m in moves]
+    copies, caps = night_estate._resources(estate, routes)
+    rows = {r["vm"]: r for r in summary["moved"]}
+    out = []
+    for m, c in zip(moves, copies, strict=True):
+        j = jobs.get(m.vm_id.lower())
+        r = rows.get(m.vm, {})
+        out.append(
+            {
+                "vm": m.vm,
+                "host": m.host,
+                "bytes": m.bytes,
+                "demand": c.demand,
+                "resources": list(c.resources),
+                "job_start": j["start"].isoformat() if j else None,
+                "job_end": j["end"].isoformat() if j else None,
+                "job_state": j["job_state"] if j else None,
+                "status": r.get("status"),
+                "started_at": r.get("started_at"),
+                "planned_p50_s": r.get("planned_p50_s"),
+                "planned_p90_s": r.get("planned_p90_s"),
+                "planned_finish_p90": r.get("planned_finish_p90"),
+                "copy_seconds": r.get("copy_seconds"),
+            }
+        )
+    data = {
+        "window": [start.isoformat(), end.isoformat()],
+        "caps": caps,
+        "moves": out,
+        "deferred": summary["deferred"],
+    }
+    Path(path).write_text(json.dumps(data, indent=1), encoding="utf-8")
 
 
 def _fifo_host(
@@ -235,24 +289,27 @@ def main() -> None:
         "--probe-mib", type=int, default=4096, help="probe size (lab rates are sped up too)"
     )
     ap.add_argument("--skip-fifo", action="store_true")
+    ap.add_argument("--dump", help="write per-move planned and actual figures (JSON) here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, _own_prefect_server(Path(tmp) / "prefect"):
         lab = Path(tmp) / "bound"
         estate, moves = night_estate.build(lab, args.seed, args.minutes, args.host_limit)
         total = sum(m.bytes for m in moves)
-        bound, how = night_estate.bound(estate, moves, args.minutes * 60)
+        bound, lp, how = night_estate.bound(estate, moves, args.minutes * 60)
         shutil.rmtree(lab)
         print(
             f"estate: {len(estate.data.hosts)} hosts, {len(estate.data.volumes)} volumes, "
             f"{len(moves)} VMs, {total / TiB:,.1f} TiB to move; bound {bound / TiB:,.1f} TiB "
-            f"({how}); everything / bound = {total / bound:.2f}",
+            f"({how}; LP relaxation {lp / TiB:,.1f} TiB); everything / bound = "
+            f"{total / bound:.2f}",
             flush=True,
         )
         hv = run_hvmove(args, Path(tmp) / "hvmove")
         print(
             f"hvmove: {hv['bytes'] / TiB:,.1f} TiB in {hv['moves']} moves, {hv['deferred']} "
             f"deferred, {hv['failed']} failed, overruns {hv['overruns']}, ETA actual/predicted "
-            f"median {hv['eta_ratio']:.2f}, P90 coverage {hv['p90_coverage']:.2f}",
+            f"median {hv['eta_ratio']:.2f}, P90 coverage {hv['p90_coverage']:.2f}, "
+            f"bytes/LP relaxation {hv['bytes'] / lp:.3f}",
             flush=True,
         )
         for f in hv["failures"]:

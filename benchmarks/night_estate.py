@@ -177,23 +177,62 @@ def route_of(estate: Estate, move: Move) -> tuple[LabVolume, LabVolume]:
     return src, dst
 
 
-def bound(estate: Estate, moves: list[Move], window_s: float) -> tuple[float, str]:
-    """An upper bound on the bytes any schedule can move in ``window_s`` under the lab's model,
-    ignoring per-host limits and counting moved parts of moves: the LP relaxation
+def bound(estate: Estate, moves: list[Move], window_s: float) -> tuple[float, float, str]:
+    """Two upper bounds on the bytes of the copies any schedule completes within ``window_s``
+    under the lab's model, ignoring per-host limits: (integer bound, LP relaxation, how).
 
-        max sum y_m  s.t.  0 <= y_m <= min(bytes_m, demand_m * T),
-                           sum_{m on r} y_m <= capacity_r * T  for every resource r
+    Every copy runs at most at its demand (its rate alone: max-min sharing never gives more),
+    so a copy completes only if ``bytes_m <= demand_m * T``, and a resource delivers at most
+    ``capacity_r * T`` bytes. The set of copies any schedule completes therefore satisfies
 
-    (scipy's HiGHS), or without scipy a dual-feasible bound: the capacity of a set of resources
-    covering some moves plus what each remaining move could do alone."""
+        sum_{m on r} bytes_m x_m <= capacity_r * T  for every resource r,
+        x_m in {0, 1},  x_m = 0 where bytes_m > demand_m * T
+
+    and the night's bytes (completed copies only) are at most the best such set: the integer
+    bound (scipy's HiGHS MILP). The LP relaxation (0 <= y_m <= min(bytes_m, demand_m * T),
+    counting parts of copies no schedule can finish) is looser and printed beside it. Without
+    scipy: a dual-feasible cover bound for both."""
     routes = [(m.vm_id, *route_of(estate, m)) for m in moves]
     copies, caps = _resources(estate, routes)
+    sizes = [float(m.bytes) for m in moves]
     try:
         import scipy  # noqa: F401
     except ImportError:
-        cap_m = [min(m.bytes, c.demand * window_s) for m, c in zip(moves, copies, strict=True)]
-        return _dual_bound(copies, caps, cap_m, window_s), "dual cover (no scipy)"
-    return _lp(copies, caps, [m.bytes for m in moves], window_s), "LP relaxation (scipy HiGHS)"
+        cap_m = [min(b, c.demand * window_s) for b, c in zip(sizes, copies, strict=True)]
+        loose = _dual_bound(copies, caps, cap_m, window_s)
+        return loose, loose, "dual cover (no scipy)"
+    tight = _milp(copies, caps, sizes, window_s)
+    return tight, _lp(copies, caps, sizes, window_s), "integer bound (scipy HiGHS MILP)"
+
+
+def _constraints(
+    copies: list[throughput.Copy], caps: dict[str, float], window_s: float
+) -> tuple[list[list[float]], list[float]]:
+    res = sorted({r for c in copies for r in c.resources if r in caps})
+    a = [[1.0 if r in c.resources else 0.0 for c in copies] for r in res]
+    return a, [caps[r] * window_s for r in res]
+
+
+def _milp(
+    copies: list[throughput.Copy], caps: dict[str, float], sizes: list[float], window_s: float
+) -> float:
+    import numpy as np
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    a, b = _constraints(copies, caps, window_s)
+    size = np.array(sizes)
+    fits = np.array([s <= c.demand * window_s for s, c in zip(sizes, copies, strict=True)])
+    res = milp(
+        -size,
+        constraints=LinearConstraint(np.array(a) * size, -np.inf, np.array(b)),
+        integrality=np.ones(len(sizes)),
+        bounds=Bounds(0, fits.astype(float)),
+        options={"time_limit": 60},
+    )
+    if res.x is None:
+        raise RuntimeError(f"bound MILP failed: {res.message}")
+    # stopped by the time limit: its dual bound, still an upper bound on the best set
+    return float(-res.fun) if res.success else float(-res.mip_dual_bound)
 
 
 def _lp(
@@ -204,9 +243,7 @@ def _lp(
         from scipy.optimize import linprog
     except ImportError:
         return _dual_bound(copies, caps, cap_m, window_s)
-    res = sorted({r for c in copies for r in c.resources if r in caps})
-    a = [[1.0 if r in c.resources else 0.0 for c in copies] for r in res]
-    b = [caps[r] * window_s for r in res]
+    a, b = _constraints(copies, caps, window_s)
     lp = linprog(
         [-1.0] * len(copies), A_ub=a, b_ub=b, bounds=[(0, x) for x in cap_m], method="highs"
     )

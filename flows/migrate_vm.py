@@ -24,7 +24,6 @@ from hvmove.config import Config, load
 from hvmove.hyperv.client import open_client
 from hvmove.layout import norm
 from hvmove.models import MoveMode, MoveRequest, VhdMapping
-from hvmove.names import display
 from hvmove.plans import Plan, PlanError, request_problem, resolve
 from hvmove.store import Store
 from tasks._common import emit, label_run
@@ -37,13 +36,7 @@ from tasks.verify import verify_task
 
 
 def run_name() -> str:
-    p = flow_run.parameters
-    dest = (
-        p.get("destination")
-        or p.get("virtual_machine_path")
-        or ((p.get("vhds") or [{}])[0].get("destination", "") if p.get("vhds") else "")
-    )
-    return display(f"move {p.get('vm')} on {p.get('host')} to {dest}")
+    return runinfo.move_run_name(flow_run.parameters)
 
 
 @flow(

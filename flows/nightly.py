@@ -239,7 +239,7 @@ def _run_night(
                 now,
                 running=[_running(f) for f in flying.values()],
                 bandwidth=inputs.bandwidth,
-                startup=learning.startup_allowance(startups),
+                startup=learning.startup_allowance(startups, night.startup_prior),
             )
             deferred.clear()
             deferred.update({m.id: m.detail for m in sched.deferred})

@@ -4,17 +4,21 @@ parsed, and throughput estimated from the bandwidth probe and past moves in the 
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from pathlib import PureWindowsPath
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hvmove import planner, prechecks
 from hvmove.config import Config, HostConfig
 from hvmove.errors import ConfigError
+from hvmove.hyperv.client import HostClient
+from hvmove.hyperv.prefetch import HostSnapshot
 from hvmove.inventory import HostInventory
 from hvmove.models import MoveRequest, PrecheckReport
 from hvmove.plans import ResolvedMove
-from hvmove.prechecks import key_of
+from hvmove.prechecks import batched, key_of
 from hvmove.store import OPEN_STATES, Store
 
 # without history or a probe, assume a plain host copy at this rate (bytes/s)
@@ -111,13 +115,18 @@ def night_inputs(
             # remain, and they take no copy slot
             (out.finish_only if mid in unfinished else out.already_done).append(mid)
             continue
-        # space is the planner's to judge across the whole batch; every other failure blocks
-        others = [c for c in report.failures() if c.name != "space"]
-        if others:
-            out.blocked[mid] = "; ".join(f"{c.name}: {c.detail}" for c in others)
+        # The prechecks asked without the batch's reservations (reserve=False): a failed space
+        # check means the move does not fit its destination even alone, with no other move of
+        # the batch reserving there, and waiting a night would not change that: blocked, like
+        # every other failure. Whether it fits beside tonight's other moves is the planner's
+        # to judge (deferred for space when not).
+        if report.failures():
+            out.blocked[mid] = report.reason()
             continue
         if report.mbps:
             probe_rates[report.destination_volume] = report.mbps * 1e6
+        if report.source_mbps:
+            probe_rates.setdefault(report.source_volume, report.source_mbps * 1e6)
         samples = list(history.get((report.source_volume, report.destination_volume), []))
         if report.mbps:
             samples.append(report.mbps * 1e6)
@@ -286,8 +295,10 @@ def precheck_all(
     """Every move's prechecks, in plan order. With ``reserve`` the space each passing move needs
     is counted against the moves after it (a batch run one after another); the nightly planner
     does its own reservation and asks without. With ``store``, what an unfinished earlier
-    attempt left (its job, its files) counts as the move's own."""
-    from hvmove.hyperv.client import HostClient, open_client
+    attempt left (its job, its files) counts as the move's own. Each host is read once for all
+    its moves (hosts in parallel, see hvmove.prechecks.batched); the checks of each move are then
+    the per-VM prechecks, run in plan order."""
+    from hvmove.hyperv.client import open_client
 
     reports: list[PrecheckReport] = []
     reserved: dict[str, int] = {}
@@ -295,11 +306,13 @@ def precheck_all(
     attempts = open_attempts(store, moves)
     try:
         for move in moves:
+            if move.request.host not in clients:
+                clients[move.request.host] = open_client(cfg, move.request.host)
+        hosts = host_snapshots(cfg, moves, clients)
+        for move in moves:
             req = move.request
-            if req.host not in clients:
-                clients[req.host] = open_client(cfg, req.host)
             report = prechecks.run(
-                clients[req.host],
+                hosts[req.host],  # the host as the batch read it
                 req,
                 options_for(cfg, req),
                 reserved if reserve else None,
@@ -310,10 +323,58 @@ def precheck_all(
                 for key, need in report.needed_by_volume.items():
                     reserved[key] = reserved.get(key, 0) + need
             reports.append(report)
+        if not reserve:
+            probe_sources(cfg, moves, reports, clients)
     finally:
         for c in clients.values():
             c.close()
     return reports
+
+
+def probe_sources(
+    cfg: Config,
+    moves: list[ResolvedMove],
+    reports: list[PrecheckReport],
+    clients: dict[str, HostClient],
+) -> None:
+    """For the night's planner: the bandwidth of every source volume that no destination probe
+    measured, probed once in the folder of a VM's first disk there. A copy uses its source as
+    much as its destination (hvmove.throughput), and copies sharing a source split it: planned
+    without it, two copies from one slow volume would each be planned at the destination's
+    pace. A failed probe leaves the volume unknown (the planner then bounds it by history)."""
+    from hvmove.errors import HvmoveError
+
+    measured = {r.destination_volume for r in reports if r.mbps}
+    found: dict[str, float | None] = {}
+    for move, report in zip(moves, reports, strict=True):
+        key = report.source_volume
+        if not key or key in measured or report.already_done:
+            continue
+        if key not in found:
+            files = move.vm.vhd_files()
+            where = files[0].path if files else move.vm.configuration_location
+            folder = str(PureWindowsPath(where).parent)
+            try:
+                probe = clients[move.request.host].bandwidth(
+                    folder, options_for(cfg, move.request).probe_mib
+                )
+                found[key] = min(probe.write_mbps, probe.read_mbps) or None
+            except HvmoveError:
+                found[key] = None
+        report.source_mbps = found[key]
+
+
+def host_snapshots(
+    cfg: Config, moves: list[ResolvedMove], clients: dict[str, HostClient]
+) -> dict[str, HostSnapshot]:
+    """Each host read once for the prechecks of all its moves, hosts in parallel."""
+    items: dict[str, list[batched.Item]] = defaultdict(list)
+    for move in moves:
+        req = move.request
+        items[req.host].append(batched.Item(req, options_for(cfg, req), move.vm.id))
+    with ThreadPoolExecutor(max_workers=min(16, len(items)) or 1) as pool:
+        found = pool.map(lambda h: batched.snapshot(clients[h], items[h]), list(items))
+        return dict(zip(list(items), found, strict=True))
 
 
 def options_for(cfg: Config, request: MoveRequest) -> prechecks.Options:

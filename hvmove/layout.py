@@ -45,8 +45,9 @@ class MoveLayout:
         )
 
     def destinations(self) -> list[str]:
-        """Every destination folder or file the move writes to."""
-        out = list(self.vhds.values())
+        """Every destination folder or file the move writes to, with the landing of each parent
+        it may carry along (so that a rerun knows a partial parent there as its own)."""
+        out = list(self.vhds.values()) + list(carried_parents(self).values())
         out += [p for p in (self.configuration, self.snapshot, self.smart_paging) if p]
         return out
 
@@ -95,14 +96,20 @@ def carried_parents(plan: MoveLayout) -> dict[str, str]:
     """Parents of moved differencing disks that the request does not name, each with where it
     would land: the folder of the child's destination.
 
-    Move-VMStorage moves a differencing disk's unmanaged parents along with it
-    (-RetainVhdCopiesOnSource "keep any parent virtual hard disks on the source",
-    -RemoveSourceUnmanagedVhds "deletes the parent VHD on the source after ... moves a
-    differencing VHD"; learn.microsoft.com/powershell/module/hyper-v/move-vmstorage), so their
-    names and destination files count in the prechecks. Where such a parent lands when only the
-    child is named is not documented; the child's folder is the reading that fails early rather
-    than late inside the migration job. Chains are walked as Get-VMInventory walks them
-    (ParentPath to the root), from the facts in plan.vhd_info.
+    Whether Hyper-V moves such a parent at all is not documented. -Vhds lists "each individual
+    virtual hard disk to be moved", which reads as: the parent stays and the child's copy
+    points at it; but -RetainVhdCopiesOnSource ("keep any parent virtual hard disks on the
+    source") and -RemoveSourceUnmanagedVhds ("deletes the parent virtual hard disk on the source
+    after this cmdlet moves a differencing virtual hard disk") speak of parents a move takes
+    along (learn.microsoft.com/powershell/module/hyper-v/move-vmstorage; the WMI side names them
+    only as Msvm_MoveUnmanagedVhd pairs, msvm-virtualsystemmigrationsettingdata). hvmove takes
+    the safe assumption for both answers: the parent MAY land in the child's folder, so its name,
+    an existing file there and its bytes count in the prechecks and the landing is recorded as
+    the move's own destination; it MAY stay, so cleanup never deletes it (it is no source the
+    request names). The prechecks say so ("unnamed parents"); the lab answers either way
+    (premise unnamed_parents_move_with_child); a Windows host (the canary) settles it.
+    Chains are walked as Get-VMInventory walks them (ParentPath to the root), from the facts
+    in plan.vhd_info.
     """
     info = {norm(p): v for p, v in plan.vhd_info.items()}
     named = {norm(s) for s in plan.vhds}

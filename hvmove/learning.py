@@ -92,10 +92,20 @@ class NightModel:
     groups: dict[str, str]
     bandwidth: dict[str, float] = field(default_factory=dict)
 
+    def nominal(self, source: str, probe_rate: float | None) -> float | None:
+        """What the copy's volumes allow: its destination's probe, or its source volume's
+        bandwidth where tonight's probes (another move's destination) or history know it and it
+        is slower. The probe measures the destination only, and a copy from a slower source
+        runs at the source's pace (hvmove.throughput: a copy uses both volumes)."""
+        known = self.bandwidth.get(throughput.volume_resource(source))
+        if probe_rate is None or known is None:
+            return probe_rate
+        return min(probe_rate, known)
+
     def planned(self, move: PlannedMove, probe_rate: float | None, fallback: float) -> PlannedMove:
         """The move with its learned rate alone and the resources it shares."""
         src, dst = move.source_volumes[0], move.destination_volume
-        est = self.learner.estimate(src, dst, move.odx, probe_rate, fallback)
+        est = self.learner.estimate(src, dst, move.odx, self.nominal(src, probe_rate), fallback)
         shares = shares_of(src, dst, move.odx, self.groups)
         return move.model_copy(
             update={"throughput": Throughput(p50=est.p50, p90=est.p90), "shares": shares}
@@ -126,11 +136,18 @@ def night_model(
             for key in (o.source, o.destination):
                 res = throughput.volume_resource(key)
                 bw[res] = max(bw.get(res, 0.0), o.rate)
-    for m in moves:  # an offload group without history: at least its fastest move alone
-        if m.odx and m.source_volumes[0] in groups:
-            res = throughput.offload_resource(groups[m.source_volumes[0]])
-            bw.setdefault(res, m.throughput.p50)
     model.bandwidth = bw
+    fastest: dict[str, float] = {}
+    for m in moves:  # an offload group without history: at least its fastest move alone
+        src, dst = m.source_volumes[0], m.destination_volume
+        if m.odx and src in groups:
+            res = throughput.offload_resource(groups[src])
+            # as learned now (the class ratio may have changed since ``m`` was estimated)
+            nominal = model.nominal(src, probes.get(dst))
+            rate = model.learner.estimate(src, dst, True, nominal, m.throughput.p50).p50
+            fastest[res] = max(fastest.get(res, 0.0), rate)
+    for res, rate in fastest.items():
+        bw.setdefault(res, rate)
     return model
 
 
@@ -149,11 +166,22 @@ def copy_started(store: Store, host: str, vm_id: str) -> datetime | None:
         )
 
 
-def startup_allowance(observed: list[float]) -> float:
-    """Seconds to allow between starting a move and its copy beginning, from what the night
-    observed: the slowest of few, the 90th percentile of many (0 before any)."""
-    if not observed:
+def startup_prior(precheck_seconds: float, moves: int, slots: int) -> float:
+    """Seconds to allow before the night has seen a copy begin. A move's run first repeats its
+    own prechecks (the night just ran them for every move, one after another, in
+    ``precheck_seconds``); the first moves start side by side, up to every host's slots at
+    once, and share the one orchestrator and the hosts' management services, so allow the
+    per-move time once for each of them."""
+    if moves <= 0:
         return 0.0
+    return precheck_seconds / moves * max(1, min(moves, slots))
+
+
+def startup_allowance(observed: list[float], prior: float = 0.0) -> float:
+    """Seconds to allow between starting a move and its copy beginning, from what the night
+    observed: the slowest of few, the 90th percentile of many (``prior`` before any)."""
+    if not observed:
+        return prior
     if len(observed) < 10:
         return max(observed)
     return statistics.quantiles(observed, n=10, method="inclusive")[-1]

@@ -203,6 +203,22 @@ class MoveStatus(Model):
     secondary_status: str | None = None
 
 
+# --- Get-PrecheckFacts.ps1 -----------------------------------------------------------------------
+class PrecheckFactsEntry(Model):
+    """One asked VM: what Get-VMInventory and Get-StorageMoveStatus would say of it, or why it
+    could not be read (then vm and move are None and the caller asks about it alone)."""
+
+    vm_id: str  # the id as asked
+    vm: VMInfo | None = None
+    move: MoveStatus | None = None
+    error: str = ""
+
+
+class PrecheckFacts(Model):
+    host: str
+    vms: list[PrecheckFactsEntry]  # one per asked id, in order
+
+
 class MoveStop(Model):
     vm_id: str
     requested: bool
@@ -337,6 +353,8 @@ class PrecheckReport(Model):
     virtual_bytes: int = 0
     odx: bool | None = None
     mbps: float | None = None
+    # the source volume's probe, where the night's planner asked for one (hvmove.batch)
+    source_mbps: float | None = None
     eta_seconds: float | None = None
     already_done: bool = False  # every component already lives at the destination
     # how the move starts: "wmi" keeps every source copy until cleanup, "move-vmstorage" lets

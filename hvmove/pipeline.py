@@ -23,6 +23,8 @@ from hvmove.models import MoveRequest, PathReferences, PrecheckReport, VMInfo
 from hvmove.moves import DEFAULT_SILENCE_S, follow, start_or_attach
 from hvmove.store import Store
 
+VHD_SUFFIXES = (".vhd", ".vhdx", ".avhd", ".avhdx")
+
 
 class StepFailed(HvmoveError):
     """A step found the move cannot go on; the message says what the host showed."""
@@ -249,7 +251,15 @@ def _start_waiting_for_slot(
 def _remove_own_leftovers(client: HostClient, record: Any) -> str:
     """Partial destination files of this move's failed or dead attempt are ours: remove them.
     The script refuses any file a VM references. Returns a note for the step's message."""
-    planned = [d for d in (record.before or {}).get("vhds", {}).values()]
+    before = record.before or {}
+    planned = list(before.get("vhds", {}).values())
+    # and each parent it may have carried beside its child (layout.carried_parents): only
+    # VHD files among the recorded destinations; folders are never a leftover
+    planned += [
+        d
+        for d in before.get("destinations", [])
+        if d.lower().endswith(VHD_SUFFIXES) and d not in planned
+    ]
     if not planned:
         return ""
     try:

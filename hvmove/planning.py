@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from time import monotonic
 
-from hvmove import batch, planner
+from hvmove import batch, learning, planner
 from hvmove.config import Config
 from hvmove.inventory import HostInventory
 from hvmove.models import PrecheckReport
@@ -33,6 +34,8 @@ class Night:
     reports: list[PrecheckReport]
     inputs: batch.NightInputs
     schedule: planner.Schedule
+    # seconds allowed before each copy until the night has seen one begin (learning)
+    startup_prior: float = 0.0
 
     @property
     def limits(self) -> planner.Limits:
@@ -66,10 +69,20 @@ def prepare(
     ``window_at``: the time whose window this is (a scheduled night's start), default now."""
     win = window(cfg, window_text, window_at or now, margin_minutes)
     moves, inventories = batch.load_and_resolve(cfg, plan_file, store)
+    began = monotonic()
     reports = prechecks(cfg, moves, store)
+    checked = monotonic() - began
     inputs = batch.night_inputs(cfg, moves, reports, inventories, store)
     assert inputs.limits is not None
+    slots = sum(inputs.limits.hosts.values())
+    startup = learning.startup_prior(checked, len(moves), slots)
     schedule = planner.plan(
-        inputs.moves, inputs.volumes, inputs.limits, win, now, bandwidth=inputs.bandwidth
+        inputs.moves,
+        inputs.volumes,
+        inputs.limits,
+        win,
+        now,
+        bandwidth=inputs.bandwidth,
+        startup=startup,
     )
-    return Night(win, cfg.defaults.timezone, moves, inventories, reports, inputs, schedule)
+    return Night(win, cfg.defaults.timezone, moves, inventories, reports, inputs, schedule, startup)

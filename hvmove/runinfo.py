@@ -3,6 +3,7 @@ its progress line. Pure: the flows apply them (flows/migrate_vm.py, flows/nightl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,20 @@ def batch_tag(batch: str) -> str:
 def md_text(text: str) -> str:
     """TEXT inside markdown as written: a VM called 'web [prod]' must not open a link."""
     return "".join("\\" + c if c in "\\`*_[]<>|#" else c for c in display(text))
+
+
+def move_run_name(params: Mapping[str, Any]) -> str:
+    """'move web01 on hv01 to E:\\VMs\\web01', from a migrate-vm run's parameters. On a worker
+    Prefect hands the validated values (a `vhds` entry is a VhdMapping, not a dict); a run started
+    in-process may hand plain dicts: both name the run the same way."""
+    first = (params.get("vhds") or [None])[0]
+    vhd_dest = (
+        first.get("destination")
+        if isinstance(first, Mapping)
+        else getattr(first, "destination", None)
+    )
+    dest = params.get("destination") or params.get("virtual_machine_path") or vhd_dest or ""
+    return display(f"move {params.get('vm')} on {params.get('host')} to {dest}")
 
 
 def night_run_name(start: datetime, end: datetime, moves: int) -> str:

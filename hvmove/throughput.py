@@ -181,14 +181,26 @@ class Learner:
         self.alone: dict[tuple[str, str, bool], list[float]] = {}
         self.shared: dict[tuple[str, str, bool], list[float]] = {}
         self.ratios: dict[CopyClass, list[float]] = {}
+        # a copy that shared its volumes ran at most as fast as it would have alone: its
+        # observed rate over the probe is a ratio that errs on the slow side (the concurrency
+        # correction could err on the fast side: a host copy on an ODX copy's volumes does not
+        # slow it), used only while a class has too few copies that ran alone
+        self.shared_ratios: dict[CopyClass, list[float]] = {}
         for o in observations:
             if o.bytes <= 0 or o.seconds <= 0:
                 continue
             key = (o.source, o.destination, o.odx)
             clean = o.concurrent <= 1.0 + 1e-6
             (self.alone if clean else self.shared).setdefault(key, []).append(o.standalone_rate())
-            if o.probe_rate and clean:
-                self.ratios.setdefault(copy_class(o.odx), []).append(o.rate / o.probe_rate)
+            if o.probe_rate:
+                ratios = self.ratios if clean else self.shared_ratios
+                ratios.setdefault(copy_class(o.odx), []).append(o.rate / o.probe_rate)
+
+    def class_ratios(self, cls: CopyClass) -> list[float]:
+        """Observed rate over probe of the class's copies: those that ran alone, topped up with
+        the shared ones (uncorrected, so slow-side) while those alone are too few."""
+        alone = self.ratios.get(cls, [])
+        return alone if len(alone) >= PAIR_MIN_MOVES else alone + self.shared_ratios.get(cls, [])
 
     def pair(self, source: str, destination: str, odx: bool) -> list[float]:
         key = (source, destination, odx)
@@ -204,7 +216,7 @@ class Learner:
         if len(pair) >= PAIR_MIN_MOVES:
             p50, p90 = points(pair)
             return Estimate(p50, p90, "pair")
-        ratios = self.ratios.get(copy_class(odx), [])
+        ratios = self.class_ratios(copy_class(odx))
         if probe_rate and len(ratios) >= PAIR_MIN_MOVES:
             r50, r90 = points(ratios)
             return Estimate(probe_rate * r50, probe_rate * r90, "class")

@@ -59,6 +59,7 @@ def test_canary_moves_on_both_paths_and_leaves_nothing(lab: Lab, tmp_path: Path)
         "Test-VHD on an attached disk": True,
         "known pattern intact after the moves": True,
         "host messages in English": True,
+        "a parent no drive attaches moved with its child (mode all)": True,  # the lab's answer
         "plain Move-VMStorage: job visible after the starting session closed": True,
         "plain Move-VMStorage: source removed at the switch": True,
         "cluster configuration refreshed after the move": None,

@@ -23,6 +23,7 @@ from tests.conftest import Lab, make_lab
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
+GiB = 1024**3
 BIN = Path(sys.executable).parent
 
 
@@ -106,11 +107,16 @@ def hvmove_deploy(api: str, config: Path, plan: Path, pool: str = "hvmove") -> N
 
 @pytest.fixture(scope="module")
 def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    lab = make_lab(tmp_path_factory.mktemp("deployed-lab"), rate_scale=8)
+    lab = make_lab(tmp_path_factory.mktemp("deployed-lab"), rate_scale=8, populate=_estate)
     plan = lab.dir / "nightly.yaml"
+    # one move of each kind a worker must name and run: mode all, blocked, and mode vhds (whose
+    # parameters reach the worker as VhdMapping models: naming that run once crashed it)
     plan.write_text(
         "moves:\n  - {host: hv01, vm: web01, destination: 'E:\\VMs\\web01'}\n"
         "  - {host: hv01, vm: iso01, destination: 'E:\\VMs\\iso01'}\n"
+        "  - host: hv02\n    vm: file01\n    mode: vhds\n    vhds:\n"
+        "      - {source: 'D:\\VMs\\file01\\Virtual Hard Disks\\file01.vhdx',"
+        " destination: 'F:\\Data\\file01.vhdx'}\n"
     )
     hvmove_deploy(prefect_api, lab.dir / "hvmove.yaml", plan)
     home = tmp_path_factory.mktemp("worker-home")
@@ -121,6 +127,18 @@ def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         for w in workers:
             stop_worker(w)
         lab.server.stop()
+
+
+def _estate(estate) -> None:
+    """The suite's usual estate plus file01, the vhds-mode move of the deployed night."""
+    from hvmove.lab.build import add_vm
+
+    add_vm(estate, "hv01", "web01", disks=[(40 * GiB, 0.5, "Dynamic")])
+    add_vm(estate, "hv01", "sql01", disks=[(60 * GiB, 1, "Fixed"), (20 * GiB, 0.4, "Dynamic")])
+    add_vm(estate, "hv01", "app01", state="Off", checkpoints=2)
+    add_vm(estate, "hv01", "iso01", dvd=["D:\\ISO\\setup.iso"])
+    add_vm(estate, "hv02", "dc01", disks=[(20 * GiB, 0.5, "Dynamic")])
+    add_vm(estate, "hv02", "file01", disks=[(10 * GiB, 0.5, "Dynamic")])
 
 
 def wait_final(run_id, timeout: float = 180):
@@ -180,7 +198,11 @@ def test_night_runs_on_a_worker_with_an_empty_environment(deployed: Deployed) ->
     # night carries it as a tag, its name says date, window and size (issue 9)
     assert moves["web01"].batch == f"night-{run.expected_start_time:%Y%m%dT%H%M}"
     assert f"batch:{moves['web01'].batch}" in run.tags
-    assert run.name.startswith("night ") and run.name.endswith("(1 move)")
+    assert run.name.startswith("night ") and run.name.endswith("(2 moves)")
+    # the vhds-mode move, named from its validated parameters on the worker
+    assert moves["file01"].status == "completed" and moves["file01"].verified
+    file01 = lab.vm("file01")
+    assert [d.path for d in file01.drives] == ["F:\\Data\\file01.vhdx"]
     assert "iso01" not in moves or moves["iso01"].status != "completed"
     with get_client(sync_client=True) as client:
         children = client.read_flow_runs(

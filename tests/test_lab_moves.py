@@ -70,7 +70,7 @@ def test_vhds_only_mode_and_refusals(client, lab: Lab) -> None:
     dest = str(PureWindowsPath("F:\\data", PureWindowsPath(data).name))
     with pytest.raises(e.ScriptError, match="names must be identical"):
         client.start_move(vm.id, "vhds", vhds=[(data, "F:\\data\\renamed.vhdx")])
-    with pytest.raises(e.ScriptError, match="not a virtual hard disk"):
+    with pytest.raises(e.ScriptError, match="is not a disk of VM"):
         client.start_move(vm.id, "vhds", vhds=[("D:\\typo.vhdx", "F:\\data\\typo.vhdx")])
     client.start_move(vm.id, "vhds", vhds=[(data, dest)])
     assert wait_done(client, vm.id).job_state == "Completed"

@@ -67,3 +67,33 @@ def test_the_scripts_fltmc_patterns_read_sprtftrs() -> None:
         found[m.group(1)] = int(m.group(2), 16)
     assert found == {"WdFilter": 15, "storqosflt": 15, "FileCrypt": 1, "Wof": 3}
     assert not re.match(rule, lines[0])  # the (localized) header is not the rule
+
+
+def test_a_volume_get_volume_cannot_read_is_named_with_its_error(client, lab: Lab) -> None:
+    """Get-Volume -FilePath failing leaves the file system unknown: the reason names the volume
+    and the error, not "ODX needs NTFS (source: , ...)"."""
+    error = "Access denied (MSFT_Volume)"
+    try:
+        lab.server.control(
+            "set_volume", {"root": "E:\\", "host": "hv01", "get_volume_error": error}
+        )
+        status = client.odx("D:\\VMs", "E:\\VMs")
+        assert not status.odx
+        assert "DestinationPath volume E:\\" in status.reason and error in status.reason
+        assert "source: ," not in status.reason and "needs NTFS" not in status.reason
+    finally:
+        lab.server.control("set_volume", {"root": "E:\\", "host": "hv01", "get_volume_error": ""})
+
+
+def test_the_script_names_the_volume_and_error_when_get_volume_fails() -> None:
+    text = SCRIPT.read_text("utf-8")
+    catch = re.search(r"Get-Volume -FilePath .*?\} catch \{(.*?)\n    \}", text, re.S)
+    assert catch is not None
+    assert re.search(
+        r"\$side\.volumeError = \".*\$label.*\$\(\$side\.root\).*\$_\.Exception\.Message",
+        catch.group(1),
+    )
+    branches = re.findall(r"^\} elseif \((.*)\) \{$", text, re.M)
+    unknown = next(i for i, b in enumerate(branches) if "volumeError" in b)
+    ntfs = next(i for i, b in enumerate(branches) if ".ntfs" in b)
+    assert unknown < ntfs  # judged before "needs NTFS", which an empty file system would fail

@@ -451,6 +451,7 @@ def _other_scripts(client: HostClient, inventory: Outcome) -> list[Outcome]:
         disks = [v.path for v in vm.vhd_files()][:1]
         out += [
             run_read_only(client, "Get-StorageMoveStatus", VmId=vm.id),
+            run_read_only(client, "Get-PrecheckFacts", VmId=[vm.id]),
             run_read_only(client, "Get-VMStoragePaths", VmId=vm.id),
             run_read_only(client, "Get-VHDFacts", Path=disks),
             run_read_only(client, "Find-PathReferences", Path=disks, Folder=[]),

@@ -59,6 +59,14 @@ SPECS: dict[str, ScriptSpec] = {
             "whether a copy between two paths can be offloaded (ODX)",
         ),
         ScriptSpec(
+            "Get-PrecheckFacts",
+            models.PrecheckFacts,
+            False,
+            300,
+            "many VMs at once (by -VmId): each as Get-VMInventory and Get-StorageMoveStatus "
+            "describe it, or its own error",
+        ),
+        ScriptSpec(
             "Measure-Bandwidth",
             models.BandwidthProbe,
             True,

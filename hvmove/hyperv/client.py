@@ -255,16 +255,16 @@ class HostClient:
     def inventory(self, vm_id: str = "") -> models.Inventory:
         return self.call("Get-VMInventory", models.Inventory, VmId=vm_id)
 
+    def precheck_facts(self, vm_ids: list[str]) -> models.PrecheckFacts:
+        """Many VMs in one call, each entry as inventory(vm_id) and move_status(vm_id) would
+        read it, or with its own error."""
+        return self.call("Get-PrecheckFacts", models.PrecheckFacts, VmId=list(vm_ids))
+
     def volumes(self, paths: list[str], *, partial: bool = False) -> models.VolumeReport:
         """partial: entries the host could not resolve come back with their ``error``; else
         any such entry fails the call (a precheck needs every path it asked about)."""
         report = self.call("Get-VolumeInfo", models.VolumeReport, Path=list(paths))
-        failed = [v for v in report.volumes if v.error]
-        if failed and not partial:
-            raise e.ScriptError(
-                self.name, "Get-VolumeInfo", "; ".join(f"{v.path}: {v.error}" for v in failed)
-            )
-        return report
+        return checked_volumes(self.name, report, partial)
 
     def odx(self, source: str, destination: str) -> models.OdxStatus:
         return self.call(
@@ -335,6 +335,16 @@ class HostClient:
             RetainVhdCopiesOnSource=True,
             KeepSource=keep_source,
         )
+
+
+def checked_volumes(host: str, report: models.VolumeReport, partial: bool) -> models.VolumeReport:
+    """The report as asked: unless ``partial``, an entry the host could not resolve fails it."""
+    failed = [v for v in report.volumes if v.error]
+    if failed and not partial:
+        raise e.ScriptError(
+            host, "Get-VolumeInfo", "; ".join(f"{v.path}: {v.error}" for v in failed)
+        )
+    return report
 
 
 def _never_connected(exc: Exception) -> bool:

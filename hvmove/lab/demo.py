@@ -17,8 +17,8 @@ DEMO_MOVES: list[tuple[str, str, str, str]] = [
     ("iso01", "hv01", "E:\\VMs\\iso01", "blocked"),  # an ISO is attached
     ("file01", "hv02", "\\\\fs01\\vmstore\\file01", "completed"),  # running, to an SMB share
     ("build01", "hv02", "E:\\VMs\\build01", "completed"),  # stopped
-    # does not fit F: with its headroom: the night planner defers it (space) rather than start it
-    ("bigdata01", "hv02", "F:\\VMs\\bigdata01", "deferred"),
+    # does not fit F: with its headroom even alone: blocked (space), not deferred every night
+    ("bigdata01", "hv02", "F:\\VMs\\bigdata01", "blocked"),
 ]
 
 

@@ -50,6 +50,10 @@ class CopyItem:
     is_vhd: bool
     parent_dst: str | None = None  # new parent locator for a differencing disk
     is_parent: bool = False  # another disk of the move has it as parent (read-only in a chain)
+    # a parent the request did not name, carried beside its child (premise
+    # unnamed_parents_move_with_child): an "unmanaged VHD", whose source copy Hyper-V deletes
+    # only with -RemoveSourceUnmanagedVhds (move-vmstorage), which hvmove never passes
+    unmanaged: bool = False
 
 
 @dataclass
@@ -484,7 +488,7 @@ class Engine:
         keep_all = job.avoid_removing and premises.avoid_removing_vhds_honoured
         keep_all |= not job.avoid_removing and not premises.move_vmstorage_removes_source
         for it in job.items:
-            if it.is_vhd and (keep_all or (job.retain and it.is_parent)):
+            if it.is_vhd and (keep_all or it.unmanaged or (job.retain and it.is_parent)):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 self.estate.local(vm.host, it.src).unlink()

@@ -32,6 +32,9 @@ class LabVolume(BaseModel):
     # them; ODX needs bits 0x1 and 0x2 of every filter attached to either volume ("Deploy
     # Windows Offloaded Data Transfers", technet jj200627). Empty: every filter opts in.
     filters: dict[str, int] = {}
+    # Get-Volume -FilePath on this volume fails with this message (a storage provider error);
+    # the file system is then unknown to the scripts
+    get_volume_error: str = ""
 
 
 class LabDrive(BaseModel):
@@ -137,6 +140,12 @@ class LabPremises(BaseModel):
     # Move-VMStorage removes the moved disks' source at the switch, as documented
     # (move-vmstorage); False: it keeps them (what the lab did before issue 10)
     move_vmstorage_removes_source: bool = True
+    # modes components / vhds: a differencing disk's parent that the request does not name
+    # stays where it is (the child's copy points at it there). Move-VMStorage's -Vhds lists
+    # "each individual virtual hard disk to be moved"; where an unnamed parent goes is not
+    # documented. True: it is copied beside its child (the source copy stays, as without
+    # -RemoveSourceUnmanagedVhds); hvmove's prechecks count it either way
+    unnamed_parents_move_with_child: bool = False
 
 
 class LabSettings(BaseModel):

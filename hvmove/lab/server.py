@@ -139,7 +139,7 @@ class LabServer:
                     if vol.root.lower() == str(body["root"]).lower() and (
                         "host" not in body or body["host"] in vol.hosts
                     ):
-                        for key in ("capacity", "bandwidth_mbps", "filters"):
+                        for key in ("capacity", "bandwidth_mbps", "filters", "get_volume_error"):
                             if key in body:
                                 setattr(vol, key, body[key])
                 self.estate.save()

@@ -89,6 +89,7 @@ function Get-HvmOdxSide([string]$label, [string]$path) {
         array     = $null
         arrayId   = ''
         arrayNote = ''
+        volumeError = ''
     }
     if ($side.root.StartsWith('\\')) {
         $side.smb = $true
@@ -97,7 +98,9 @@ function Get-HvmOdxSide([string]$label, [string]$path) {
     try {
         $volume = Get-Volume -FilePath $existing -ErrorAction Stop | Select-Object -First 1
     } catch {
-        $side.arrayNote = "Get-Volume failed: $($_.Exception.Message)"
+        # the file system is then unknown, not "not NTFS": the reason names the volume and why
+        $side.volumeError = "Get-Volume failed for the $label volume $($side.root): $($_.Exception.Message)"
+        $side.arrayNote = $side.volumeError
         return $side
     }
     $fs = [string]$volume.FileSystem
@@ -187,6 +190,9 @@ if (-not $osEnabled) {
     $reason = 'ODX is disabled on this host (FilterSupportedFeaturesMode = 1)'
 } elseif ($source.smb -or $destination.smb) {
     $reason = 'an SMB share is involved; whether the file server offloads the copy cannot be checked from this host'
+} elseif ($source.volumeError -or $destination.volumeError) {
+    $unknown = (@($source.volumeError, $destination.volumeError) | Where-Object { $_ }) -join '; '
+    $reason = "the file system of a volume is unknown, so ODX cannot be judged: $unknown"
 } elseif (-not $source.ntfs -or -not $destination.ntfs) {
     $reason = "ODX needs NTFS on both volumes (source: $($source.fs), destination: $($destination.fs))"
 } elseif (-not $filtersChecked) {

@@ -377,9 +377,11 @@ function Invoke-HvmStorageMove {
 
     # 6. Start it. With -KeepSource through WMI (above); otherwise Move-VMStorage -AsJob, which
     # validates its parameters here (errors throw) and runs the migration in a job of this
-    # runspace. Finished jobs of earlier calls are removed first: each one holds its VM's objects
-    # in the session for as long as the session lives.
-    Get-Job | Where-Object { $_.State -ne 'Running' -and $_.State -ne 'NotStarted' } | Remove-Job -Force
+    # runspace. Finished jobs of earlier calls are removed first: "the job remains in the global
+    # job cache until you close the session" (Remove-Job, about_Jobs), each holding its VM's
+    # objects. Only finished ones, and without -Force: with -Force a Running or NotStarted job is
+    # stopped (RemoveJobCommand.Force), and stopping a VmJob cancels its migration (hyperv.md 2.4).
+    Get-Job | Where-Object { $_.State -eq 'Completed' -or $_.State -eq 'Failed' -or $_.State -eq 'Stopped' } | Remove-Job
     $knownJobs = @{}
     foreach ($j in $existingJobs) { $knownJobs[[string]$j.InstanceID] = $true }
     $moveWarnings = $null

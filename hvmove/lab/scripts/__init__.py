@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from hvmove.hyperv.catalog import SPECS, parse_param_names, script_text
 from hvmove.lab.engine import Engine
 from hvmove.lab.estate import Estate
+from hvmove.lab.scripts.batch import BatchScripts
 from hvmove.lab.scripts.canary import CanaryScripts
 from hvmove.lab.scripts.cleanup import CleanupScripts, ref_key
 from hvmove.lab.scripts.doctor import DoctorScripts
@@ -42,7 +43,13 @@ def _digest(text: str) -> str:
 
 
 class LabScripts(
-    InventoryScripts, ProbeScripts, MoveScripts, CleanupScripts, DoctorScripts, CanaryScripts
+    InventoryScripts,
+    ProbeScripts,
+    MoveScripts,
+    CleanupScripts,
+    DoctorScripts,
+    CanaryScripts,
+    BatchScripts,
 ):
     def __init__(self, estate: Estate, engine: Engine) -> None:
         self.estate = estate

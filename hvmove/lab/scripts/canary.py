@@ -40,13 +40,24 @@ def pattern_sha256(path: Path) -> str:
 class CanaryScripts(ScriptBase):
     # -- the session premise ---------------------------------------------------------------------
     def note_started(self, inv: Invocation, name: str, reply: Any) -> None:
-        """Remember which shell started which job (for ``shell_closed``)."""
+        """Remember which shell started which job (for ``shell_closed``): the session's job
+        cache. Start-StorageMove first removes the session's finished jobs (Remove-Job of the
+        Completed, Failed and Stopped ones): "the job remains in the global job cache until you
+        close the session" otherwise (learn.microsoft.com/powershell/module/
+        microsoft.powershell.core/remove-job)."""
         if name != "Start-StorageMove" or getattr(reply, "status", "") != "started":
             return
+        started: dict[str, list[str]] = self.__dict__.setdefault("_started_by", {})
+        running = {j.job_id for j in self.engine.jobs if j.running}
+        cache = started.setdefault(inv.shell_id, [])
+        cache[:] = [job_id for job_id in cache if job_id in running]
         if reply.job is None:  # "started" before Hyper-V showed the job: nothing to remember
             return
-        started: dict[str, list[str]] = self.__dict__.setdefault("_started_by", {})
-        started.setdefault(inv.shell_id, []).append(reply.job.job_id)
+        cache.append(reply.job.job_id)
+
+    def session_jobs(self) -> dict[str, list[str]]:
+        """shell id -> the ids of the jobs its session holds (for tests)."""
+        return {k: list(v) for k, v in self.__dict__.get("_started_by", {}).items()}
 
     def shell_closed(self, host: str, shell_id: str) -> None:
         """A WinRM shell was deleted. Whether Move-VMStorage -AsJob's migration goes on is the

@@ -102,99 +102,12 @@ class MoveScripts(ScriptBase):
     ) -> tuple[list[CopyItem], dict[str, str], list[str]]:
         """What Move-VMStorage would move for this request: files to copy and new locations."""
         mode = str(p.get("Mode") or "")
-        host = vm.host
+        vhds_of_vm, shared = self._vhds_of(vm)
         warnings: list[str] = []
-        vhds_of_vm: dict[str, str] = {}  # norm -> original path, every disk incl. chains
-        shared: set[str] = set()
-        for d in vm.drives:
-            if d.path and d.disk_number is None:
-                for info in self._chain(host, d.path, False):
-                    vhds_of_vm[norm(info.path)] = info.path
-                    if d.shared:
-                        shared.add(norm(info.path))
-        for cp in vm.checkpoints:
-            for path in cp.disk_paths:
-                vhds_of_vm.setdefault(norm(path), path)
-        mapping: dict[str, str] = {}
-        new_paths: dict[str, str] = {}
         if mode == "all":
-            dest = str(p.get("DestinationStoragePath") or "")
-            self._check_dest(host, dest, "DestinationStoragePath")
-            names = [
-                PureWindowsPath(o).name.lower() for k, o in vhds_of_vm.items() if k not in shared
-            ]
-            if len(names) != len(set(names)):
-                raise ScriptFailed(
-                    "Two disks of the VM have the same file name; mode 'all' would "
-                    "put both in one folder. Use mode 'vhds' with a map.",
-                    "InvalidArgument",
-                    "InvalidArgument",
-                )
-            for key, original in vhds_of_vm.items():
-                if key in shared:
-                    warnings.append(
-                        f"The virtual hard disk '{original}' is shared and was not moved."
-                    )
-                    continue
-                mapping[key] = str(
-                    PureWindowsPath(dest, "Virtual Hard Disks", PureWindowsPath(original).name)
-                )
-            for comp in ("configuration", "snapshot", "smart_paging"):
-                new_paths[comp] = dest
+            mapping, new_paths = self._plan_all(vm, p, vhds_of_vm, shared, warnings)
         elif mode in ("components", "vhds"):
-            sources = as_list(p.get("VhdSourcePath"))
-            dests = as_list(p.get("VhdDestinationPath"))
-            if len(sources) != len(dests):
-                raise ScriptFailed(
-                    "VhdSourcePath and VhdDestinationPath must have the same length.",
-                    "InvalidArgument",
-                    "InvalidArgument",
-                )
-            for src, dst in zip(sources, dests, strict=True):
-                if norm(dst) in vhds_of_vm and norm(src) not in vhds_of_vm:
-                    continue  # this pair already moved (a rerun after the switch)
-                if norm(src) not in vhds_of_vm:
-                    raise ScriptFailed(
-                        f"'{src}' is not a virtual hard disk of virtual machine '{vm.name}'.",
-                        "InvalidArgument",
-                        "InvalidArgument",
-                    )
-                if norm(src) in shared:
-                    raise ScriptFailed(
-                        f"The virtual hard disk '{src}' is shared and cannot be moved.",
-                        "InvalidOperation",
-                        "InvalidOperation",
-                    )
-                if PureWindowsPath(src).name.lower() != PureWindowsPath(dst).name.lower():
-                    raise ScriptFailed(
-                        f"The virtual hard disk names must be identical in '{src}' and '{dst}'.",
-                        "InvalidArgument",
-                        "InvalidArgument",
-                    )
-                self._check_dest(host, dst, "VhdDestinationPath")
-                mapping[norm(src)] = dst
-            if mode == "components":
-                for comp, key in (
-                    ("configuration", "VirtualMachinePath"),
-                    ("snapshot", "SnapshotFilePath"),
-                    ("smart_paging", "SmartPagingFilePath"),
-                ):
-                    value = str(p.get(key) or "")
-                    if value:
-                        self._check_dest(host, value, key)
-                        new_paths[comp] = value
-                if not sources and not new_paths:
-                    raise ScriptFailed(
-                        "Mode 'components' needs at least one destination path.",
-                        "InvalidArgument",
-                        "InvalidArgument",
-                    )
-            elif not sources:
-                raise ScriptFailed(
-                    "Mode 'vhds' needs VhdSourcePath and VhdDestinationPath.",
-                    "InvalidArgument",
-                    "InvalidArgument",
-                )
+            mapping, new_paths = self._plan_named(vm, p, mode, vhds_of_vm, shared)
         else:
             raise ScriptFailed(
                 f"Cannot validate argument on parameter 'Mode': '{mode}' is not one "
@@ -202,20 +115,185 @@ class MoveScripts(ScriptBase):
                 "ParameterArgumentValidationError",
                 "InvalidData",
             )
-        # drop no-op parts: a rerun after the switch asks for what is already true
-        mapping = {k: v for k, v in mapping.items() if norm(v) != k}
-        current = {
-            "configuration": vm.configuration_location,
-            "snapshot": vm.snapshot_file_location,
-            "smart_paging": vm.smart_paging_file_path,
-        }
-        new_paths = {k: v for k, v in new_paths.items() if norm(v) != norm(current[k])}
-        items: list[CopyItem] = []
+        mapping, new_paths = _without_no_ops(vm, mapping, new_paths)
+        carried: dict[str, str] = {}
+        if mode != "all" and self.estate.settings.premises.unnamed_parents_move_with_child:
+            carried = self._carried_parents(vm, mapping, vhds_of_vm)
+        items = self._copy_items(vm, vhds_of_vm, {**carried, **mapping}, new_paths)
+        for it in items:
+            it.unmanaged = norm(it.src) in carried
+        return items, new_paths, warnings
+
+    def _carried_parents(
+        self, vm: LabVM, mapping: dict[str, str], vhds_of_vm: dict[str, str]
+    ) -> dict[str, str]:
+        """Premise unnamed_parents_move_with_child: each unnamed parent of a moved disk, up
+        its chain, lands in the folder of the child's destination (norm -> destination), the
+        reading hvmove.layout.carried_parents checks in the prechecks."""
+        out: dict[str, str] = {}
+        for key, dst in mapping.items():
+            folder = PureWindowsPath(dst).parent
+            info = self._vhd_info(vm.host, vhds_of_vm[key])
+            seen: set[str] = set()
+            while (
+                info.parent_path
+                and norm(info.parent_path) in vhds_of_vm  # a parent Get-VHD could not read stays
+                and norm(info.parent_path) not in {*mapping, *seen}
+            ):
+                seen.add(norm(info.parent_path))
+                landing = str(PureWindowsPath(folder, PureWindowsPath(info.parent_path).name))
+                if norm(landing) != norm(info.parent_path):
+                    out.setdefault(norm(info.parent_path), landing)
+                info = self._vhd_info(vm.host, info.parent_path)
+        return out
+
+    def _vhds_of(self, vm: LabVM) -> tuple[dict[str, str], set[str]]:
+        """Every disk of the VM, chains and checkpoint disks included (norm -> original path),
+        and the norms of the shared ones."""
+        vhds_of_vm: dict[str, str] = {}
+        shared: set[str] = set()
+        for d in vm.drives:
+            if d.path and d.disk_number is None:
+                for info in self._chain(vm.host, d.path, False):
+                    vhds_of_vm[norm(info.path)] = info.path
+                    if d.shared:
+                        shared.add(norm(info.path))
+        for cp in vm.checkpoints:
+            for path in cp.disk_paths:
+                vhds_of_vm.setdefault(norm(path), path)
+        return vhds_of_vm, shared
+
+    def _plan_all(
+        self,
+        vm: LabVM,
+        p: dict[str, Any],
+        vhds_of_vm: dict[str, str],
+        shared: set[str],
+        warnings: list[str],
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Mode 'all': every disk to <destination>\\Virtual Hard Disks, the rest to the root."""
+        dest = str(p.get("DestinationStoragePath") or "")
+        self._check_dest(vm.host, dest, "DestinationStoragePath")
+        names = [PureWindowsPath(o).name.lower() for k, o in vhds_of_vm.items() if k not in shared]
+        if len(names) != len(set(names)):
+            raise ScriptFailed(
+                "Two disks of the VM have the same file name; mode 'all' would "
+                "put both in one folder. Use mode 'vhds' with a map.",
+                "InvalidArgument",
+                "InvalidArgument",
+            )
+        mapping: dict[str, str] = {}
+        for key, original in vhds_of_vm.items():
+            if key in shared:
+                warnings.append(f"The virtual hard disk '{original}' is shared and was not moved.")
+                continue
+            mapping[key] = str(
+                PureWindowsPath(dest, "Virtual Hard Disks", PureWindowsPath(original).name)
+            )
+        return mapping, {comp: dest for comp in ("configuration", "snapshot", "smart_paging")}
+
+    def _plan_named(
+        self,
+        vm: LabVM,
+        p: dict[str, Any],
+        mode: str,
+        vhds_of_vm: dict[str, str],
+        shared: set[str],
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Modes 'components' and 'vhds': the disks the request names, and in 'components' the
+        configuration, checkpoint and smart paging paths it gives."""
+        sources = as_list(p.get("VhdSourcePath"))
+        mapping = self._named_vhds(
+            vm, sources, as_list(p.get("VhdDestinationPath")), vhds_of_vm, shared
+        )
+        new_paths: dict[str, str] = {}
+        if mode == "components":
+            for comp, key in (
+                ("configuration", "VirtualMachinePath"),
+                ("snapshot", "SnapshotFilePath"),
+                ("smart_paging", "SmartPagingFilePath"),
+            ):
+                value = str(p.get(key) or "")
+                if value:
+                    self._check_dest(vm.host, value, key)
+                    new_paths[comp] = value
+            if not sources and not new_paths:
+                raise ScriptFailed(
+                    "Mode 'components' needs at least one destination path.",
+                    "InvalidArgument",
+                    "InvalidArgument",
+                )
+        elif not sources:
+            raise ScriptFailed(
+                "Mode 'vhds' needs VhdSourcePath and VhdDestinationPath.",
+                "InvalidArgument",
+                "InvalidArgument",
+            )
+        return mapping, new_paths
+
+    def _named_vhds(
+        self,
+        vm: LabVM,
+        sources: list[str],
+        dests: list[str],
+        vhds_of_vm: dict[str, str],
+        shared: set[str],
+    ) -> dict[str, str]:
+        """The -Vhds map the request gives, checked as the script checks it."""
+        if len(sources) != len(dests):
+            raise ScriptFailed(
+                "VhdSourcePath and VhdDestinationPath must have the same length.",
+                "InvalidArgument",
+                "InvalidArgument",
+            )
+        # the script's sources: files attached to the VM's drives or to its checkpoints' drives;
+        # any other path (a parent no drive attaches, a typo) "Hyper-V would treat as an
+        # unmanaged VHD" (hyperv.md 1.3), so the script refuses it, parents included
+        managed = {norm(d.path) for d in vm.drives if d.path and d.disk_number is None}
+        managed |= {norm(path) for cp in vm.checkpoints for path in cp.disk_paths}
+        mapping: dict[str, str] = {}
+        for src, dst in zip(sources, dests, strict=True):
+            if norm(dst) in vhds_of_vm and norm(src) not in vhds_of_vm:
+                continue  # this pair already moved (a rerun after the switch)
+            if norm(src) not in managed:
+                raise ScriptFailed(
+                    f"VhdSourcePath '{src}' is not a disk of VM '{vm.name}' or of its "
+                    "checkpoints; Hyper-V would treat it as an unmanaged VHD, so it is refused",
+                    "InvalidArgument",
+                    "InvalidArgument",
+                )
+            if norm(src) in shared:
+                raise ScriptFailed(
+                    f"The virtual hard disk '{src}' is shared and cannot be moved.",
+                    "InvalidOperation",
+                    "InvalidOperation",
+                )
+            if PureWindowsPath(src).name.lower() != PureWindowsPath(dst).name.lower():
+                raise ScriptFailed(
+                    f"The virtual hard disk names must be identical in '{src}' and '{dst}'.",
+                    "InvalidArgument",
+                    "InvalidArgument",
+                )
+            self._check_dest(vm.host, dst, "VhdDestinationPath")
+            mapping[norm(src)] = dst
+        return mapping
+
+    def _copy_items(
+        self,
+        vm: LabVM,
+        vhds_of_vm: dict[str, str],
+        mapping: dict[str, str],
+        new_paths: dict[str, str],
+    ) -> list[CopyItem]:
+        """The files the job copies: each mapped disk (with its new parent locator, and whether
+        another disk of the move has it as parent) and the configuration file."""
+        host = vm.host
         parents = {
             norm(parent)
             for original in vhds_of_vm.values()
             if (parent := self._vhd_info(host, original).parent_path)
         }
+        items: list[CopyItem] = []
         for key, dst in mapping.items():
             src = vhds_of_vm[key]
             parent = self._vhd_info(host, src).parent_path
@@ -230,19 +308,11 @@ class MoveScripts(ScriptBase):
                 )
             )
         if "configuration" in new_paths:
-            src = vm.config_file()
-            items.append(
-                CopyItem(
-                    src=src,
-                    dst=str(
-                        PureWindowsPath(
-                            new_paths["configuration"], "Virtual Machines", f"{vm.id}.vmcx"
-                        )
-                    ),
-                    is_vhd=False,
-                )
+            config = PureWindowsPath(
+                new_paths["configuration"], "Virtual Machines", f"{vm.id}.vmcx"
             )
-        return items, new_paths, warnings
+            items.append(CopyItem(src=vm.config_file(), dst=str(config), is_vhd=False))
+        return items
 
     def _check_dest(self, host: str, path: str, param: str) -> None:
         if not path or not is_absolute_windows(path):
@@ -290,3 +360,16 @@ class MoveScripts(ScriptBase):
             )
         job.cancel.set()
         return models.MoveStop(vm_id=vm.id, requested=True, return_value=4096, job=job.to_model())
+
+
+def _without_no_ops(
+    vm: LabVM, mapping: dict[str, str], new_paths: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Drop the parts already true: a rerun after the switch asks for them again."""
+    mapping = {k: v for k, v in mapping.items() if norm(v) != k}
+    current = {
+        "configuration": vm.configuration_location,
+        "snapshot": vm.snapshot_file_location,
+        "smart_paging": vm.smart_paging_file_path,
+    }
+    return mapping, {k: v for k, v in new_paths.items() if norm(v) != norm(current[k])}

@@ -27,7 +27,14 @@ class ProbeScripts(ScriptBase):
             dst = self.estate.volume_of(host, str(p.get("DestinationPath", "")))
         except PathError as exc:
             raise ScriptFailed(str(exc), "PathNotFound", "ObjectNotFound") from None
-        ntfs = src.file_system == "NTFS" and dst.file_system == "NTFS"
+        # Get-Volume failing leaves the file system unknown; the script says so, naming the
+        # volume and the error, instead of judging NTFS from an empty name
+        unknown = "; ".join(
+            f"Get-Volume failed for the {label} volume {vol.root}: {vol.get_volume_error}"
+            for label, vol in (("SourcePath", src), ("DestinationPath", dst))
+            if vol.get_volume_error and vol.kind != "smb"
+        )
+        ntfs = src.file_system == "NTFS" and dst.file_system == "NTFS" and not unknown
         # only the filters attached to the two volumes count, not every loaded one: the check
         # Microsoft documents is `fltmc instances -v <volume>`, SprtFtrs bits 0x1 and 0x2
         # ("Deploy Windows Offloaded Data Transfers", technet.microsoft.com/library/jj200627)
@@ -42,6 +49,8 @@ class ProbeScripts(ScriptBase):
         odx = h.odx_os_enabled and ntfs and filters_ok and src.odx and dst.odx and same_array
         if not h.odx_os_enabled:
             reason = "ODX is disabled on the host (FilterSupportedFeaturesMode = 1)"
+        elif unknown:
+            reason = f"the file system of a volume is unknown, so ODX cannot be judged: {unknown}"
         elif not ntfs:
             reason = "ODX needs NTFS on both volumes"
         elif not filters_ok:
