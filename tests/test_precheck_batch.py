@@ -11,6 +11,7 @@ import pytest
 
 from hvmove import batch, prechecks
 from hvmove.hyperv import errors as e
+from hvmove.hyperv import prefetch
 from hvmove.hyperv.client import HostClient
 from hvmove.lab.build import add_vm
 from hvmove.models import MoveRequest, PrecheckReport
@@ -219,3 +220,38 @@ def test_a_running_move_is_seen_by_the_batch(tmp_path: Path) -> None:
         assert batched["sql01"].ok
     finally:
         lab.server.stop()
+
+
+def test_a_host_the_batch_cannot_reach_is_not_asked_again(lab: Lab) -> None:
+    """hv02 is down: the batch stops reading it after the first refused connection, and the
+    prechecks fail with the same one error as without a batch."""
+    moves = _moves(lab, [m for m in MOVES if m[0] == "hv02"])
+    lab.server.endpoint.kill_host("hv02")
+    tried: list[str] = []
+    call = HostClient.call
+
+    def counted(self: HostClient, script: str, model, **params):
+        tried.append(script)
+        return call(self, script, model, **params)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(HostClient, "call", counted)
+        with pytest.raises(e.HostUnreachable):
+            batch.precheck_all(lab.config, moves)
+    # the batch's host facts, then the first precheck's own host facts: nothing else
+    assert tried == ["Get-HostFacts", "Get-HostFacts"]
+
+
+def test_reads_in_chunks_give_the_same_reports(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call reads a bounded number of VMs and paths (each costs real time on a host); the
+    reports do not depend on how the reads were cut."""
+    moves = _moves(lab)
+    whole = batch.precheck_all(lab.config, moves)
+    monkeypatch.setattr(prefetch, "VMS_PER_CALL", 3)
+    monkeypatch.setattr(prefetch, "PATHS_PER_CALL", 4)
+    start = len(lab.server.scripts.calls)
+    cut = batch.precheck_all(lab.config, moves)
+    calls = _calls(lab, start)
+    assert [_comparable(r) for r in cut] == [_comparable(r) for r in whole]
+    assert calls["Get-PrecheckFacts"] == 4 + 1  # 10 VMs on hv01 by 3, 2 on hv02
+    assert calls["Get-VolumeInfo"] > 2 and calls["Get-VHDFacts"] > 2
