@@ -19,7 +19,7 @@ from pydantic import ConfigDict, Field, create_model
 
 from hvmove import approvals, shared_storage
 from hvmove.config import Config, load
-from hvmove.hyperv.client import HostClient, open_client
+from hvmove.session import HostClients
 from hvmove.store import MoveRecord, Store
 from tasks._common import emit
 from tasks.cleanup import cleanup_task
@@ -84,33 +84,28 @@ def cleanup_approval(config: str = "hvmove.yaml") -> Any:
 
 
 def _clean_up(cfg: Config, store: Store, chosen: list[MoveRecord], log: Any) -> tuple[int, int]:
-    clients: dict[str, HostClient] = {}
     done = failed = 0
-    try:
-        with shared_storage.asker(cfg) as ask:
-            for r in chosen:
-                client = clients.get(r.host) or clients.setdefault(r.host, open_client(cfg, r.host))
-                try:
-                    cleanup_task(client, store, r.id, r.vm_name, cfg.hosts, ask)
-                except Exception as exc:  # one refusal must not stop the others' cleanup
-                    failed += 1
-                    log.error("cleanup of %s on %s failed: %s", r.vm_name, r.host, exc)
-                    continue
-                store.finish(r.id, "completed", "cleanup approved")
-                final = store.get(r.id)
-                emit(
-                    "hvmove.move.completed",
-                    r.host,
-                    r.vm_name,
-                    r.vm_id,
-                    move_id=r.id,
-                    bytes=final.bytes_total,
-                    verified=final.verified,
-                    source_removed=final.source_removed,
-                    approved_cleanup=True,
-                )
-                done += 1
-    finally:
-        for c in clients.values():
-            c.close()
+    with HostClients(cfg) as clients, shared_storage.asker(cfg) as ask:
+        for r in chosen:
+            client = clients.get(r.host)
+            try:
+                cleanup_task(client, store, r.id, r.vm_name, cfg.hosts, ask)
+            except Exception as exc:  # one refusal must not stop the others' cleanup
+                failed += 1
+                log.error("cleanup of %s on %s failed: %s", r.vm_name, r.host, exc)
+                continue
+            store.finish(r.id, "completed", "cleanup approved")
+            final = store.get(r.id)
+            emit(
+                "hvmove.move.completed",
+                r.host,
+                r.vm_name,
+                r.vm_id,
+                move_id=r.id,
+                bytes=final.bytes_total,
+                verified=final.verified,
+                source_removed=final.source_removed,
+                approved_cleanup=True,
+            )
+            done += 1
     return done, failed

@@ -8,6 +8,7 @@ looks at the host before it acts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
@@ -21,10 +22,10 @@ from pydantic import Field
 from hvmove import approvals, pipeline, reports, runinfo, shared_storage
 from hvmove.batch import options_for
 from hvmove.config import Config, load
-from hvmove.hyperv.client import open_client
-from hvmove.layout import norm
+from hvmove.hyperv.client import HostClient
 from hvmove.models import MoveMode, MoveRequest, VhdMapping
-from hvmove.plans import Plan, PlanError, request_problem, resolve
+from hvmove.plans import PlanError, request_problem
+from hvmove.session import MoveSession, move_session
 from hvmove.store import Store
 from tasks._common import emit, label_run
 from tasks.cancel import stop_on_cancel
@@ -101,145 +102,179 @@ def run_move(
     reserved: dict[str, int] | None = None,
     poll_seconds: float = 2.0,
 ) -> Any:
-    log = get_run_logger()
+    """The five steps of one move, in the host session the library opens, ending in a state
+    that says what happened: Completed, Cancelled(Blocked), Cancelled, or the step's error."""
     store = Store(cfg.store_url())
+    run_id = str(flow_run.id) if flow_run.id else None
+    with move_session(cfg, store, request, batch=batch, flow_run_id=run_id) as session:
+        move = _Move(store, session)
+        label_run(tags=runinfo.move_tags(move.host, move.vm, batch))
+        _announce(move)
+        try:
+            held = _steps(cfg, move, reserved, poll_seconds)
+        except pipeline.Blocked as exc:
+            return _blocked(move, exc)
+        except Exception as exc:
+            cancelled = _failed(move, exc)
+            if cancelled is None:
+                raise
+            return cancelled
+        return held if held is not None else _completed(move)
+
+
+@dataclass
+class _Move:
+    """The move while its steps run: where it is, and the step it reached (for the failure)."""
+
+    store: Store
+    session: MoveSession
+    step: str = "prechecks"
+    already_done: bool = False
+
+    @property
+    def client(self) -> HostClient:
+        return self.session.client
+
+    @property
+    def host(self) -> str:
+        return self.session.host
+
+    @property
+    def vm(self) -> str:
+        return self.session.request.vm
+
+    @property
+    def vm_id(self) -> str:
+        return self.session.vm_id
+
+    @property
+    def move_id(self) -> str:
+        return self.session.move_id
+
+    def done(self, step: str, **payload: Any) -> None:
+        _step_done(self.store, self.move_id, self.host, self.vm, self.vm_id, step, **payload)
+
+
+def _announce(move: _Move) -> None:
+    session = move.session
+    get_run_logger().info(
+        "%s move %s of %s on %s (record %s)",
+        "resuming" if session.resumed else "starting",
+        session.request.mode,
+        move.vm,
+        move.host,
+        move.move_id,
+    )
+    emit(
+        "hvmove.move.started",
+        move.host,
+        move.vm,
+        move.vm_id,
+        move_id=move.move_id,
+        bytes=session.record.bytes_total,
+        resumed=session.resumed,
+        destination=session.request.destination_summary(),
+    )
+
+
+def _steps(
+    cfg: Config, move: _Move, reserved: dict[str, int] | None, poll_seconds: float
+) -> Any | None:
+    """prechecks -> copy -> cutover -> verify -> cleanup; a state instead of None when the move
+    holds for the cleanup approval."""
+    client, store, move_id, request = move.client, move.store, move.move_id, move.session.request
     keep = request.keep_source_until_verified
     keep = cfg.defaults.keep_source_until_verified if keep is None else keep
-    with open_client(cfg, request.host) as client:
-        # the same checks, and the same one-line error, as a plan entry given to the CLI
-        known = {(r.vm_id.lower(), norm(r.destination)) for r in store.moves()}
-        (move,) = resolve(
-            Plan(moves=[request]),
-            cfg,
-            {client.name: client.inventory().vms},
-            "migrate-vm parameters",
-            known,
-        )
-        request = move.request
-        vm_id = move.vm.id
-        record = store.open_move(
-            host=client.name,
-            vm_id=vm_id,
-            vm_name=request.vm,
-            request=request.model_dump(mode="json"),
-            batch=batch,
-        )
-        move_id = record.id
-        store.update(move_id, flow_run_id=str(flow_run.id) if flow_run.id else None)
-        label_run(tags=runinfo.move_tags(client.name, request.vm, batch))
-        resumed = record.last_step is not None or record.job_id is not None
-        log.info(
-            "%s move %s of %s on %s (record %s)",
-            "resuming" if resumed else "starting",
-            request.mode,
-            request.vm,
-            client.name,
-            move_id,
-        )
-        emit(
-            "hvmove.move.started",
-            client.name,
-            request.vm,
-            vm_id,
-            move_id=move_id,
-            bytes=record.bytes_total,
-            resumed=resumed,
-            destination=request.destination_summary(),
-        )
-        step = "prechecks"
-        try:
-            report = prechecks_task(
-                client, store, move_id, request, options_for(cfg, request), reserved
-            )
-            _step_done(store, move_id, client.name, request.vm, vm_id, "prechecks")
-            step = "copy"
-            # quote(): the request and host list are inputs, not results of prechecks (Prefect
-            # would link them to it and draw edges that are not the steps' order)
-            copied = copy_task(
-                client,
-                store,
-                move_id,
-                quote(request),
-                retain_source=keep,
-                poll_s=poll_seconds,
-                silence_s=cfg.defaults.host_silence_minutes * 60,
-                wait_for=[report],  # the run graph draws the five steps as a chain
-            )
-            _step_done(
-                store,
-                move_id,
-                client.name,
-                request.vm,
-                vm_id,
-                "copy",
-                bytes=copied.get("bytes"),
-                seconds=copied.get("seconds"),
-            )
-            step = "cutover"
-            switched = cutover_task(client, store, move_id, quote(request), wait_for=[copied])
-            _step_done(store, move_id, client.name, request.vm, vm_id, "cutover")
-            step = "verify"
-            verified = verify_task(client, store, move_id, request.vm, wait_for=[switched])
-            _step_done(store, move_id, client.name, request.vm, vm_id, "verify")
-            if cfg.cleanup == "approve":  # the source stays until the cleanup-approval flow
-                return _hold_for_approval(store, move_id, client.name, request.vm, vm_id)
-            step = "cleanup"
-            with shared_storage.asker(cfg) as ask:
-                cleanup_task(
-                    client, store, move_id, request.vm, quote(cfg.hosts), ask, wait_for=[verified]
-                )
-            _step_done(store, move_id, client.name, request.vm, vm_id, "cleanup")
-        except pipeline.Blocked as exc:
-            store.finish(move_id, "blocked", str(exc))
-            _report(store, move_id)
-            emit(
-                "hvmove.move.failed",
-                client.name,
-                request.vm,
-                vm_id,
-                move_id=move_id,
-                step="prechecks",
-                blocked=True,
-                reason=str(exc),
-            )
-            # its own state, not a crash-red Failed: nothing was changed, the checks say why
-            return Cancelled(name="Blocked", message=f"blocked by prechecks: {exc}")
-        except Exception as exc:
-            now = store.get(move_id)
-            if now.status == "cancelled":  # a cancel (the night's or this run's) stopped the job
-                _report(store, move_id)
-                return Cancelled(message=f"{request.vm}: {now.reason}")
-            store.finish(move_id, "failed", f"{step}: {exc}")
-            _report(store, move_id)
-            emit(
-                "hvmove.move.failed",
-                client.name,
-                request.vm,
-                vm_id,
-                move_id=move_id,
-                step=step,
-                reason=str(exc),
-            )
-            raise
-        store.finish(move_id, "completed")
-        final = store.get(move_id)
-        _report(store, move_id)
-        emit(
-            "hvmove.move.completed",
-            client.name,
-            request.vm,
-            vm_id,
-            move_id=move_id,
-            bytes=final.bytes_total,
-            seconds=final.copy_seconds,
-            verified=final.verified,
-            source_removed=final.source_removed,
-            already_done=report.already_done,
-        )
-        return Completed(
-            message=f"{request.vm} moved and verified",
-            data={"move_id": move_id, "status": "completed"},
-        )
+    report = prechecks_task(client, store, move_id, request, options_for(cfg, request), reserved)
+    move.already_done = report.already_done
+    move.done("prechecks")
+    move.step = "copy"
+    # quote(): the request and host list are inputs, not results of prechecks (Prefect would link
+    # them to it and draw edges that are not the steps' order)
+    copied = copy_task(
+        client,
+        store,
+        move_id,
+        quote(request),
+        retain_source=keep,
+        poll_s=poll_seconds,
+        silence_s=cfg.defaults.host_silence_minutes * 60,
+        wait_for=[report],  # the run graph draws the five steps as a chain
+    )
+    move.done("copy", bytes=copied.get("bytes"), seconds=copied.get("seconds"))
+    move.step = "cutover"
+    switched = cutover_task(client, store, move_id, quote(request), wait_for=[copied])
+    move.done("cutover")
+    move.step = "verify"
+    verified = verify_task(client, store, move_id, request.vm, wait_for=[switched])
+    move.done("verify")
+    if cfg.cleanup == "approve":  # the source stays until the cleanup-approval flow
+        return _hold_for_approval(store, move_id, move.host, move.vm, move.vm_id)
+    move.step = "cleanup"
+    with shared_storage.asker(cfg) as ask:
+        cleanup_task(client, store, move_id, request.vm, quote(cfg.hosts), ask, wait_for=[verified])
+    move.done("cleanup")
+    return None
+
+
+def _blocked(move: _Move, exc: pipeline.Blocked) -> Any:
+    move.store.finish(move.move_id, "blocked", str(exc))
+    _report(move.store, move.move_id)
+    emit(
+        "hvmove.move.failed",
+        move.host,
+        move.vm,
+        move.vm_id,
+        move_id=move.move_id,
+        step="prechecks",
+        blocked=True,
+        reason=str(exc),
+    )
+    # its own state, not a crash-red Failed: nothing was changed, the checks say why
+    return Cancelled(name="Blocked", message=f"blocked by prechecks: {exc}")
+
+
+def _failed(move: _Move, exc: Exception) -> Any | None:
+    """Records the failure of the step the move reached; None means the caller re-raises. A
+    cancel (the night's or this run's) that stopped the job ends Cancelled instead."""
+    now = move.store.get(move.move_id)
+    if now.status == "cancelled":
+        _report(move.store, move.move_id)
+        return Cancelled(message=f"{move.vm}: {now.reason}")
+    move.store.finish(move.move_id, "failed", f"{move.step}: {exc}")
+    _report(move.store, move.move_id)
+    emit(
+        "hvmove.move.failed",
+        move.host,
+        move.vm,
+        move.vm_id,
+        move_id=move.move_id,
+        step=move.step,
+        reason=str(exc),
+    )
+    return None
+
+
+def _completed(move: _Move) -> Any:
+    move.store.finish(move.move_id, "completed")
+    final = move.store.get(move.move_id)
+    _report(move.store, move.move_id)
+    emit(
+        "hvmove.move.completed",
+        move.host,
+        move.vm,
+        move.vm_id,
+        move_id=move.move_id,
+        bytes=final.bytes_total,
+        seconds=final.copy_seconds,
+        verified=final.verified,
+        source_removed=final.source_removed,
+        already_done=move.already_done,
+    )
+    return Completed(
+        message=f"{move.vm} moved and verified",
+        data={"move_id": move.move_id, "status": "completed"},
+    )
 
 
 def _hold_for_approval(store: Store, move_id: str, host: str, vm: str, vm_id: str) -> Any:

@@ -209,79 +209,141 @@ def _run_night(
     results: dict[str, dict[str, Any]],
     deferred: dict[str, str],
 ) -> None:
-    log = get_run_logger()
-    inputs, win = night.inputs, night.window
+    inputs = night.inputs
+    run = _Launch(cfg, store, inputs, launch, batch_id, poll_seconds)
     progress = _Progress(len(inputs.finish_only) + len(inputs.moves), results)
-    for mid in inputs.finish_only:  # verify and clean up what a dead run switched already
-        job = launch.start(move_params(cfg, inputs.by_id[mid], batch_id, poll_seconds))
-        while not job.done():
-            time.sleep(0.2)
-        results[mid] = _outcome(store, inputs.by_id[mid], job)
-        progress.update()
-        log.info(
-            "%s: finished what a previous run left: %s",
-            inputs.by_id[mid].vm.name,
-            results[mid]["status"],
-        )
+    _finish_left_over(run, results, progress)
     pending = {m.id: m for m in inputs.moves}
-    flying: dict[str, InFlight] = {}
-    consumed: dict[str, int] = {}  # destination bytes taken by finished moves
     guard = OverrunGuard(cfg)
-    startups: list[float] = []  # seconds from starting a move to its copy beginning, tonight
     try:
-        while pending or flying:
-            now = _now()
-            sched = planner.plan(
-                list(pending.values()),
-                _volumes(inputs.volumes, consumed),
-                night.limits,
-                win,
-                now,
-                running=[_running(f) for f in flying.values()],
-                bandwidth=inputs.bandwidth,
-                startup=learning.startup_allowance(startups, night.startup_prior),
-            )
-            deferred.clear()
-            deferred.update({m.id: m.detail for m in sched.deferred})
-            for due in sched.due(now):
-                move = pending.pop(due.id)
-                job = launch.start(move_params(cfg, inputs.by_id[due.id], batch_id, poll_seconds))
-                flying[due.id] = InFlight(
-                    move, now, due.finish_p90, job, expected_p50=due.finish_p50, rate=due.rate_p90
-                )
-                log.info(
-                    "start %s on %s (%.1f GiB, P90 finish %s)",
-                    move.vm,
-                    move.host,
-                    move.bytes / GiB,
-                    due.finish_p90.isoformat(timespec="seconds"),
-                )
-            if not flying:
-                if not sched.admitted:
-                    break  # nothing running and nothing more fits: the rest waits for another night
-                wait = (min(m.start for m in sched.admitted) - now).total_seconds()
-                time.sleep(max(0.5, min(wait, 60)))
-                continue
-            _wait_any([f.job for f in flying.values()], poll_seconds)
-            _observe_startups(store, inputs, flying, startups)
-            for mid in [k for k, f in flying.items() if f.job.done()]:
-                finished = flying.pop(mid)
-                results[mid] = _outcome(store, inputs.by_id[mid], finished.job)
-                results[mid].update(_planned(finished))
-                progress.update()
-                if results[mid]["status"] == "completed":
-                    key = finished.move.destination_volume
-                    consumed[key] = consumed.get(key, 0) + finished.move.reservation
-                _learn(pending, inputs, store)
-                log.info(
-                    "%s on %s: %s", finished.move.vm, finished.move.host, results[mid]["status"]
-                )
-            if cancel_overrun:
-                _cancel_overruns(guard, flying, inputs, win)
+        _start_and_follow(run, night, pending, cancel_overrun, guard, results, deferred, progress)
     finally:
         guard.close()
     for mid in pending:
         deferred.setdefault(mid, "not started: the window could not fit it")
+
+
+@dataclass
+class _Launch:
+    """What starting one of the night's moves needs: each is a migrate-vm run (flows/fanout.py)."""
+
+    cfg: Config
+    store: Store
+    inputs: batch.NightInputs
+    launch: Launcher
+    batch_id: str
+    poll_seconds: float
+
+    def start(self, move_id: str) -> Handle:
+        params = move_params(self.cfg, self.inputs.by_id[move_id], self.batch_id, self.poll_seconds)
+        return self.launch.start(params)
+
+
+def _finish_left_over(
+    run: _Launch, results: dict[str, dict[str, Any]], progress: _Progress
+) -> None:
+    """Verify and clean up what a dead run switched already, before anything new starts."""
+    log = get_run_logger()
+    for mid in run.inputs.finish_only:
+        job = run.start(mid)
+        while not job.done():
+            time.sleep(0.2)
+        results[mid] = _outcome(run.store, run.inputs.by_id[mid], job)
+        progress.update()
+        log.info(
+            "%s: finished what a previous run left: %s",
+            run.inputs.by_id[mid].vm.name,
+            results[mid]["status"],
+        )
+
+
+def _start_and_follow(
+    run: _Launch,
+    night: planning.Night,
+    pending: dict[str, planner.PlannedMove],
+    cancel_overrun: bool,
+    guard: OverrunGuard,
+    results: dict[str, dict[str, Any]],
+    deferred: dict[str, str],
+    progress: _Progress,
+) -> None:
+    """Re-plan, start what is due, wait for a move to end, learn from it; until every move ran
+    or nothing more fits the window (what is left stays in ``pending``)."""
+    inputs, win = night.inputs, night.window
+    flying: dict[str, InFlight] = {}
+    consumed: dict[str, int] = {}  # destination bytes taken by finished moves
+    startups: list[float] = []  # seconds from starting a move to its copy beginning, tonight
+    while pending or flying:
+        now = _now()
+        sched = planner.plan(
+            list(pending.values()),
+            _volumes(inputs.volumes, consumed),
+            night.limits,
+            win,
+            now,
+            running=[_running(f) for f in flying.values()],
+            bandwidth=inputs.bandwidth,
+            startup=learning.startup_allowance(startups, night.startup_prior),
+        )
+        deferred.clear()
+        deferred.update({m.id: m.detail for m in sched.deferred})
+        _start_due(run, sched, now, pending, flying)
+        if not flying:
+            if not sched.admitted:
+                break  # nothing running and nothing more fits: the rest waits for another night
+            wait = (min(m.start for m in sched.admitted) - now).total_seconds()
+            time.sleep(max(0.5, min(wait, 60)))
+            continue
+        _wait_any([f.job for f in flying.values()], run.poll_seconds)
+        _observe_startups(run.store, inputs, flying, startups)
+        _collect_finished(run, pending, flying, consumed, results, progress)
+        if cancel_overrun:
+            _cancel_overruns(guard, flying, inputs, win)
+
+
+def _start_due(
+    run: _Launch,
+    sched: planner.Schedule,
+    now: datetime,
+    pending: dict[str, planner.PlannedMove],
+    flying: dict[str, InFlight],
+) -> None:
+    log = get_run_logger()
+    for due in sched.due(now):
+        move = pending.pop(due.id)
+        job = run.start(due.id)
+        flying[due.id] = InFlight(
+            move, now, due.finish_p90, job, expected_p50=due.finish_p50, rate=due.rate_p90
+        )
+        log.info(
+            "start %s on %s (%.1f GiB, P90 finish %s)",
+            move.vm,
+            move.host,
+            move.bytes / GiB,
+            due.finish_p90.isoformat(timespec="seconds"),
+        )
+
+
+def _collect_finished(
+    run: _Launch,
+    pending: dict[str, planner.PlannedMove],
+    flying: dict[str, InFlight],
+    consumed: dict[str, int],
+    results: dict[str, dict[str, Any]],
+    progress: _Progress,
+) -> None:
+    """Each move that ended: its row, the space it took, and the rates re-learned from it."""
+    log = get_run_logger()
+    for mid in [k for k, f in flying.items() if f.job.done()]:
+        finished = flying.pop(mid)
+        results[mid] = _outcome(run.store, run.inputs.by_id[mid], finished.job)
+        results[mid].update(_planned(finished))
+        progress.update()
+        if results[mid]["status"] == "completed":
+            key = finished.move.destination_volume
+            consumed[key] = consumed.get(key, 0) + finished.move.reservation
+        _learn(pending, run.inputs, run.store)
+        log.info("%s on %s: %s", finished.move.vm, finished.move.host, results[mid]["status"])
 
 
 class _Progress:

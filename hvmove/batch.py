@@ -10,7 +10,7 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import PureWindowsPath
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hvmove import planner, precheck_batch, prechecks
+from hvmove import planner, prechecks
 from hvmove.config import Config, HostConfig
 from hvmove.errors import ConfigError
 from hvmove.hyperv.client import HostClient
@@ -18,7 +18,7 @@ from hvmove.hyperv.prefetch import HostSnapshot
 from hvmove.inventory import HostInventory
 from hvmove.models import MoveRequest, PrecheckReport
 from hvmove.plans import ResolvedMove
-from hvmove.prechecks import key_of
+from hvmove.prechecks import batched, key_of
 from hvmove.store import OPEN_STATES, Store
 
 # without history or a probe, assume a plain host copy at this rate (bytes/s)
@@ -298,7 +298,7 @@ def precheck_all(
     is counted against the moves after it (a batch run one after another); the nightly planner
     does its own reservation and asks without. With ``store``, what an unfinished earlier
     attempt left (its job, its files) counts as the move's own. Each host is read once for all
-    its moves (hosts in parallel, see hvmove.precheck_batch); the checks of each move are then
+    its moves (hosts in parallel, see hvmove.prechecks.batched); the checks of each move are then
     the per-VM prechecks, run in plan order."""
     from hvmove.hyperv.client import open_client
 
@@ -314,7 +314,7 @@ def precheck_all(
         for move in moves:
             req = move.request
             report = prechecks.run(
-                hosts[req.host],  # type: ignore[arg-type]  # a HostClient as the batch read it
+                hosts[req.host],  # the host as the batch read it
                 req,
                 options_for(cfg, req),
                 reserved if reserve else None,
@@ -370,12 +370,12 @@ def host_snapshots(
     cfg: Config, moves: list[ResolvedMove], clients: dict[str, HostClient]
 ) -> dict[str, HostSnapshot]:
     """Each host read once for the prechecks of all its moves, hosts in parallel."""
-    items: dict[str, list[precheck_batch.Item]] = defaultdict(list)
+    items: dict[str, list[batched.Item]] = defaultdict(list)
     for move in moves:
         req = move.request
-        items[req.host].append(precheck_batch.Item(req, options_for(cfg, req), move.vm.id))
+        items[req.host].append(batched.Item(req, options_for(cfg, req), move.vm.id))
     with ThreadPoolExecutor(max_workers=min(16, len(items)) or 1) as pool:
-        found = pool.map(lambda h: precheck_batch.snapshot(clients[h], items[h]), list(items))
+        found = pool.map(lambda h: batched.snapshot(clients[h], items[h]), list(items))
         return dict(zip(list(items), found, strict=True))
 
 

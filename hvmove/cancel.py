@@ -68,8 +68,7 @@ def stop_move(
                 f"the job is at {job.percent_complete}% and switching: Hyper-V no longer "
                 f"accepts a cancel; {_NEXT}",
             )
-        store.update(move_id, reason=STOP_ASKED + reason)  # a run still following it knows why
-        stop = client.stop_move(vm_id)
+        stop = _ask_stop(client, store, record, reason, vm_id)
         if not stop.requested and stop.return_value is not None:
             # Hyper-V said no (32775, invalid state: Cancellable "does not guarantee the cancel
             # succeeds", msvm-migrationjob); the job copies on, so say that, not "stopped"
@@ -87,6 +86,36 @@ def stop_move(
     note = pipeline.remove_own_leftovers(client, record) if record.job_id else ""
     store.finish(move_id, "cancelled", reason)
     return Cancelled("cancelled", f"stopped; {record.vm_name} stays on its source{note}")
+
+
+def _ask_stop(
+    client: HostClient, store: Store, record: MoveRecord | None, why: str, vm_id: str
+) -> MoveStop:
+    """Stop-StorageMove, with WHY written to the open record first: the run that follows the
+    job (another process) then records the Terminated job as cancelled, not failed. The note
+    stays when the call fails: the stop may have acted (a non-terminating error), and only a
+    job that ends Terminated is called cancelled (settle_stopped)."""
+    if record is not None:
+        store.update(record.id, reason=STOP_ASKED + why)
+    return client.stop_move(vm_id)
+
+
+def settle_stopped(client: HostClient, store: Store, move_id: str) -> str | None:
+    """For the copy step whose job ended badly: when hvmove had asked it to stop and Hyper-V
+    ended it Terminated (a cancel, not a failure of its own), record the move `cancelled`
+    with the reason asked and return that reason; None otherwise."""
+    record = store.get(move_id)
+    why = stop_asked(record)
+    if why is None:
+        return None
+    try:
+        job = client.move_status(record.vm_id).job
+    except Exception:  # unknown: leave the failure as it is, the reason stays in the record
+        return None
+    if job is None or job.job_state != "Terminated":
+        return None
+    store.finish(move_id, "cancelled", why)
+    return why
 
 
 def _refused(stop: MoveStop) -> str:
@@ -127,9 +156,9 @@ class OverrunGuard:
             f"{finish.isoformat(timespec='seconds')}, after the window ({end.isoformat()})"
         )
         record = self.store.latest(host, vm_id)
-        if record is not None and record.status in ("pending", "running"):
-            self.store.update(record.id, reason=STOP_ASKED + why)
-        stop = client.stop_move(vm_id)
+        if record is not None and record.status not in ("pending", "running"):
+            record = None
+        stop = _ask_stop(client, self.store, record, why, vm_id)
         if not stop.requested and stop.return_value is not None:
             if record is not None:
                 _left(self.store, record.id, why, _refused(stop))

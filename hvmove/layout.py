@@ -127,6 +127,53 @@ def carried_parents(plan: MoveLayout) -> dict[str, str]:
     return out
 
 
+def unswitched(request: MoveRequest, vm: VMInfo) -> list[str]:
+    """What the move still has to switch: each file the request moves that the VM (or one of its
+    checkpoints) attaches and that is not at its destination yet, and each location not switched.
+
+    The switch is judged by what the VM attaches, not by the parents of its disks: whether Hyper-V
+    carries a parent that no drive or checkpoint attaches (a golden image) is not documented
+    (carried_parents), so a parent left in place is no sign of a move that did not happen. In
+    mode all the VM switches as a whole; its parents moved or not, parent_locations says where
+    they are. In modes components and vhds the request names only attached files already."""
+    remaining = layout(request, vm)
+    files = list(remaining.vhds)
+    if request.mode == "all":
+        attached = {norm(d.path) for d in vm.drives if d.path and not d.pass_through}
+        attached |= {norm(v.path) for v in vm.checkpoint_files}
+        files = [f for f in files if norm(f) in attached]
+    return files + [
+        p for p in (remaining.configuration, remaining.snapshot, remaining.smart_paging) if p
+    ]
+
+
+def parent_locations(before: dict | None, vm: VMInfo) -> list[dict]:
+    """Where each parent of the VM's disks before the move is now: the path at the same depth of
+    the same drive's chain, which the inventory walks along each child's ParentPath as the host
+    reports it, when that file is the same disk (its disk identifier, which a copy keeps). before
+    is the recorded VMInfo (JSON) from before the move; "now" is None when that drive or depth
+    is gone or holds another disk (a chain that skips a link): verification then fails on it."""
+    if not before:
+        return []
+    old = VMInfo.model_validate(before)
+    now = {(d.controller_type, d.controller_number, d.controller_location): d for d in vm.drives}
+    out: list[dict] = []
+    seen: set[str] = set()
+    for drive in old.drives:
+        key = (drive.controller_type, drive.controller_number, drive.controller_location)
+        chain = now[key].chain if key in now else []
+        for depth, parent in enumerate(drive.chain[1:], start=1):
+            if norm(parent.path) in seen:
+                continue
+            seen.add(norm(parent.path))
+            found = chain[depth] if depth < len(chain) else None
+            same = found is not None and found.disk_identifier == parent.disk_identifier
+            where = found.path if found is not None and same else None
+            moved = where is not None and norm(where) != norm(parent.path)
+            out.append({"source": parent.path, "now": where, "moved": moved})
+    return out
+
+
 def source_folders(vm: VMInfo, moved: list[str]) -> list[str]:
     """Folders a move may leave empty on the source: each moved file's folder and the VM's
     old locations (Hyper-V removes files, never folders)."""

@@ -123,6 +123,12 @@ def volume_root(volume: str) -> str:
     return volume.replace("/", "\\").rstrip("\\").lower() + "\\"
 
 
+def key_root(key: str) -> str:
+    """The volume root a volume key names ('hv01|e:\\' -> 'e:\\'); a bare root or a share's
+    key is its own root. '|' is reserved in Windows names, so it only ever ends the scope."""
+    return volume_root(key.rsplit("|", 1)[-1])
+
+
 def volume_key(
     volume: str, *, kind: str, host: str | None = None, cluster: str | None = None
 ) -> str:

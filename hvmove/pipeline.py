@@ -18,7 +18,7 @@ from hvmove.config import HostConfig
 from hvmove.errors import HvmoveError
 from hvmove.hyperv.client import HostClient
 from hvmove.hyperv.errors import HostBusy, MaybeRanError, TransientError
-from hvmove.layout import layout, norm, source_folders
+from hvmove.layout import norm, parent_locations, source_folders, unswitched
 from hvmove.models import MoveRequest, PathReferences, PrecheckReport, VMInfo
 from hvmove.moves import DEFAULT_SILENCE_S, follow, start_or_attach
 from hvmove.store import Store
@@ -109,39 +109,78 @@ def run_copy(
     (every source copy stays for cleanup to delete after verification), else Move-VMStorage
     (Hyper-V deletes the moved disks' source at the switch)."""
     record = store.get(move_id)
-    vm_id = record.vm_id
-    status = client.move_status(vm_id)
-    started_here = False
+    status = client.move_status(record.vm_id)
     if status.job is not None and status.job.running:
-        job_id = status.job.job_id  # attach: ours from a crashed run, never start a second
+        # attach: ours from a crashed run, never start a second
+        job = _CopyJob(status.job.job_id, started_here=False)
     else:
-        vm = _vm(client, vm_id)
-        plan = layout(request, vm)
-        if not plan.vhds and not (plan.configuration or plan.snapshot or plan.smart_paging):
-            return {
-                "skipped": True,
-                "reason": "the VM already lives at the destination",
-                "bytes": record.bytes_total,
-                "seconds": record.copy_seconds,
-            }
-        if record.job_id:
-            _remove_own_leftovers(client, record)
-        start = _start_marked(client, store, record, request, retain_source, slot_wait_s)
-        if start.status == "already_at_destination":
-            return {"skipped": True, "reason": start.message, "bytes": record.bytes_total}
-        started_here = start.status == "started"
-        if start.job is None:
-            # "started" with no Msvm_MigrationJob yet (Hyper-V was slow to create it): the
-            # outcome is unknown, so look again rather than assume either way
-            appeared = _await_job(client, vm_id, appear_wait_s, poll_s)
-            if appeared is None:
-                return _outcome_without_job(client, record, request, started_here, start.message)
-            job_id = appeared.job_id
-        else:
-            job_id = start.job.job_id
-        store.update(move_id, job_id=job_id)
+        found = _start_copy(
+            client, store, record, request, retain_source, slot_wait_s, appear_wait_s, poll_s
+        )
+        if not isinstance(found, _CopyJob):
+            return found  # nothing to copy, or no job appeared and the VM shows the outcome
+        job = found
+        store.update(move_id, job_id=job.job_id)
     total = record.bytes_total or 0
     t0 = time.monotonic()
+    progress = _progress_recorder(store, move_id, total, t0, on_progress)
+    ended = follow(client, record.vm_id, poll_s=poll_s, on_progress=progress, silence_s=silence_s)
+    return _copy_outcome(client, store, record, request, job, ended, total, t0)
+
+
+@dataclass
+class _CopyJob:
+    """The migration job the copy follows, and whether this attempt started it."""
+
+    job_id: str
+    started_here: bool
+
+
+def _start_copy(
+    client: HostClient,
+    store: Store,
+    record: Any,
+    request: MoveRequest,
+    retain_source: bool,
+    slot_wait_s: float,
+    appear_wait_s: float,
+    poll_s: float,
+) -> _CopyJob | dict[str, Any]:
+    """No job is running: start one (after removing a dead attempt's partial files), or say why
+    there is nothing to follow (the copy step's result)."""
+    vm = _vm(client, record.vm_id)
+    if not unswitched(request, vm):
+        return {
+            "skipped": True,
+            "reason": "the VM already lives at the destination",
+            "bytes": record.bytes_total,
+            "seconds": record.copy_seconds,
+        }
+    if record.job_id:
+        _remove_own_leftovers(client, record)
+    start = _start_marked(client, store, record, request, retain_source, slot_wait_s)
+    if start.status == "already_at_destination":
+        return {"skipped": True, "reason": start.message, "bytes": record.bytes_total}
+    started_here = start.status == "started"
+    if start.job is not None:
+        return _CopyJob(start.job.job_id, started_here)
+    # "started" with no Msvm_MigrationJob yet (Hyper-V was slow to create it): the outcome is
+    # unknown, so look again rather than assume either way
+    appeared = _await_job(client, record.vm_id, appear_wait_s, poll_s)
+    if appeared is None:
+        return _outcome_without_job(client, record, request, started_here, start.message)
+    return _CopyJob(appeared.job_id, started_here)
+
+
+def _progress_recorder(
+    store: Store,
+    move_id: str,
+    total: int,
+    t0: float,
+    on_progress: Callable[[Progress], None] | None,
+) -> Callable[[models.MoveJob], None]:
+    """What follow() calls with each sight of the job: a sample in the store (rate, and the
+    copies it shared its volumes with) and the caller's progress."""
     last: dict[str, float] = {}
 
     def progress(job: models.MoveJob) -> None:
@@ -161,12 +200,24 @@ def run_copy(
         if on_progress is not None:
             on_progress(Progress(job.percent_complete, done, mbps, eta, job.job_state))
 
-    job = follow(client, vm_id, poll_s=poll_s, on_progress=progress, silence_s=silence_s)
-    if job is None or (job.job_id != job_id and not job.running):
+    return progress
+
+
+def _copy_outcome(
+    client: HostClient,
+    store: Store,
+    record: Any,
+    request: MoveRequest,
+    copy: _CopyJob,
+    job: models.MoveJob | None,
+    total: int,
+    t0: float,
+) -> dict[str, Any]:
+    """The copy step's result from the job's last sight; a failed or vanished copy raises."""
+    if job is None or (job.job_id != copy.job_id and not job.running):
         # the job is gone: it ended longer ago than TimeBeforeRemoval, or the host rebooted or
         # VMMS restarted (jobs survive neither). The VM's paths tell the outcome.
-        remaining = layout(request, _vm(client, vm_id))
-        if remaining.vhds or remaining.configuration:
+        if unswitched(request, _vm(client, record.vm_id)):
             raise StepFailed(
                 "the move's job vanished (host restarted, or the Hyper-V management service) "
                 "and the VM is still on its source; run the move again: it removes this "
@@ -177,27 +228,27 @@ def run_copy(
             "job_state": "Completed",
             "bytes": total,
             "seconds": record.copy_seconds,
-            "started_here": started_here,
+            "started_here": copy.started_here,
         }
     if not job.succeeded:
         reason = job.error_description or "no reason given"
         # AvoidRemovingVHDs also keeps a failed move's partial destination ("VHDs on the
         # destination in failure"): hvmove removes its own files (never one a VM references)
         # (only for a job that ended: the last sight of a running job that vanished says nothing)
-        leftovers = "" if job.running else _remove_own_leftovers(client, store.get(move_id))
+        leftovers = "" if job.running else _remove_own_leftovers(client, store.get(record.id))
         raise StepFailed(
             f"the storage migration ended {job.job_state}: {reason} "
             f"(error {job.error_code:#x}); the VM stays on its source{leftovers}"
         )
     seconds = job.elapsed_seconds or (time.monotonic() - t0)
-    store.update(move_id, copy_seconds=seconds)
+    store.update(record.id, copy_seconds=seconds)
     return {
         "skipped": False,
         "job_state": job.job_state,
         "bytes": total,
         "seconds": seconds,
         "mbps": total / seconds / 1e6 if seconds else None,
-        "started_here": started_here,
+        "started_here": copy.started_here,
     }
 
 
@@ -298,8 +349,7 @@ def _outcome_without_job(
     """No job was ever seen: the VM's paths tell whether the move happened; if not, the outcome
     is unknown and the step fails so that a retry looks at the host again (and attaches to a job
     that appeared meanwhile, never starting a second one)."""
-    remaining = layout(request, _vm(client, record.vm_id))
-    if remaining.vhds or remaining.configuration or remaining.snapshot or remaining.smart_paging:
+    if unswitched(request, _vm(client, record.vm_id)):
         raise StepFailed(
             "the storage migration was reported started but no migration job appeared and the "
             f"VM is still on its source ({message or 'no detail'}); the outcome is unknown: "
@@ -320,10 +370,7 @@ def run_cutover(
 ) -> dict[str, Any]:
     record = store.get(move_id)
     vm = _vm(client, record.vm_id)
-    remaining = layout(request, vm)
-    left = list(remaining.vhds) + [
-        p for p in (remaining.configuration, remaining.snapshot, remaining.smart_paging) if p
-    ]
+    left = unswitched(request, vm)
     if left:
         raise StepFailed(
             f"not switched: still on the source: {', '.join(left)}; the copy can be retried"
@@ -335,6 +382,7 @@ def run_cutover(
         "state": vm.state,
         "configuration_location": vm.configuration_location,
         "disks": [d.path for d in vm.drives if d.path],
+        "parents": parent_locations((record.before or {}).get("vm"), vm),
         "cluster": _refresh_cluster(client, record, vm),
     }
 
@@ -369,6 +417,11 @@ def run_verify(client: HostClient, store: Store, move_id: str) -> dict[str, Any]
     for v in (before.get("vm") or {}).get("checkpoint_files", []):
         before_files.setdefault(norm(v["path"]), v)
     mapping = {norm(s): d for s, d in (before.get("vhds") or {}).items()}
+    # each parent where the child's ParentPath now says it is (moved or left in place: Hyper-V's
+    # documentation is silent on parents no drive attaches, layout.carried_parents), so that its
+    # row is compared with its own facts from before the move and the child's parent exactly
+    parents = parent_locations(before.get("vm"), vm)
+    mapping.update({norm(p["source"]): p["now"] for p in parents if p["now"]})
     now_files = {v.path: v for v in vm.vhd_files()}
     facts = client.vhd_facts(list(now_files)).disks
     ids_before = {v["disk_identifier"] for v in before_files.values()}
@@ -381,7 +434,9 @@ def run_verify(client: HostClient, store: Store, move_id: str) -> dict[str, Any]
         row: dict[str, Any] = {
             "path": fact.path,
             "test_vhd": fact.test_ok,
-            "moved_from": before_files[src]["path"] if src in before_files else None,
+            "moved_from": before_files[src]["path"]
+            if src in before_files and src != norm(fact.path)
+            else None,
         }
         if not fact.test_ok:
             problems.append(f"Test-VHD failed on {fact.path}: {fact.error or 'not usable'}")
@@ -419,6 +474,7 @@ def run_verify(client: HostClient, store: Store, move_id: str) -> dict[str, Any]
         "disks": rows,
         "heartbeat": vm.heartbeat,
         "state": vm.state,
+        "parents": parents,
         "problems": problems,
         "verified": not problems,
     }

@@ -43,9 +43,25 @@ def move_markdown(r: MoveRecord, states: dict[str, str]) -> str:
             same = all((d.get("same") or {}).values()) if d.get("same") else "n/a"
             lines.append(f"| `{d['path']}` | {d['test_vhd']} | {same} |")
         lines.append(f"\nHeartbeat: {r.verification['heartbeat']}")
+        lines += _parent_lines(r.verification.get("parents") or [])
     if r.cleanup:
         lines += _cleanup_lines(r.cleanup)
     return "\n".join(lines)
+
+
+def _parent_lines(parents: list[dict[str, Any]]) -> list[str]:
+    """Where each parent of the VM's disks is after the move, as the child's ParentPath says:
+    whether Hyper-V carries a parent no drive attaches is not documented (hvmove.layout)."""
+    if not parents:
+        return []
+    lines = ["", "Parents of the VM's disks (where each child's ParentPath points now):", ""]
+    for p in parents:
+        if p["moved"]:
+            lines.append(f"- `{p['source']}`: moved to `{p['now']}`")
+        else:
+            where = "left in place" if p["now"] else "not found along the child's chain"
+            lines.append(f"- `{p['source']}`: {where}")
+    return lines
 
 
 def _cleanup_lines(c: dict[str, Any]) -> list[str]:

@@ -85,9 +85,7 @@ def copy_task(
         except pipeline.StepFailed:
             # the job ended because hvmove asked it to stop (the window's end, an operator's
             # cancel): a cancelled move with that reason, not a failed one
-            why = cancel.stop_asked(store.get(move_id))
-            if why is not None:
-                store.finish(move_id, "cancelled", why)
+            cancel.settle_stopped(client, store, move_id)
             raise
         if result.get("skipped"):
             log.info("copy skipped: %s", result["reason"])

@@ -59,6 +59,8 @@ def test_canary_moves_on_both_paths_and_leaves_nothing(lab: Lab, tmp_path: Path)
         "Test-VHD on an attached disk": True,
         "known pattern intact after the moves": True,
         "host messages in English": True,
+        # the lab's default answer (premise unnamed_parents_move_with_child false): it stays
+        "a parent no drive attaches moved with its child (mode all)": False,
         "plain Move-VMStorage: job visible after the starting session closed": True,
         "plain Move-VMStorage: source removed at the switch": True,
         "cluster configuration refreshed after the move": None,
@@ -81,6 +83,7 @@ def test_each_premise_comes_out_the_other_way(lab: Lab) -> None:
         literal_paths=False,
         avoid_removing_vhds_honoured=False,
         move_vmstorage_removes_source=False,
+        unnamed_parents_move_with_child=True,
     )
     lab.server.estate.host("hv01").ui_culture = "de-DE"
     _slow_copies(lab)
@@ -95,6 +98,7 @@ def test_each_premise_comes_out_the_other_way(lab: Lab) -> None:
     assert seen["known pattern intact after the moves"] is True
     assert seen["keep-source path: source kept at the switch"] is False
     assert seen["plain Move-VMStorage: source removed at the switch"] is False
+    assert seen["a parent no drive attaches moved with its child (mode all)"] is True
     why = {p.name: p.impact for p in report.premises}
     died = why["plain Move-VMStorage: job visible after the starting session closed"]
     assert "keep the starting session open" in died

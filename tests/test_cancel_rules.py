@@ -88,3 +88,26 @@ def test_the_overrun_guard_writes_why_before_it_stops(tmp_path: Path) -> None:
         assert "Terminated" in str(box.get("error")), box  # the job was stopped
     finally:
         lab.server.stop()
+
+
+def test_only_a_job_that_ended_terminated_is_recorded_cancelled(tmp_path: Path) -> None:
+    """A stop was asked, but the job failed on its own (an I/O error at 10 %): that move
+    failed, whatever was asked; the same note with a job that ended Terminated is a cancel."""
+    lab = make_lab(tmp_path, rate_scale=4)
+    try:
+        lab.server.control("engine_fault", {"kind": "fail_at", "vm": "web01", "percent": 10})
+        store, move_id, box = _copying(lab)
+        store.update(move_id, reason=cancel.STOP_ASKED + "window overrun: test")
+        box["thread"].join(60)
+        assert "injected I/O error" in str(box.get("error")), box
+        with lab.client() as client:
+            assert cancel.settle_stopped(client, store, move_id) is None
+            assert store.get(move_id).status != "cancelled"
+            # the same note, and the job ended Terminated: the move was cancelled, with the why
+            vm_id = lab.vm("web01").id
+            lab.server.engine.jobs_of(vm_id)[-1].state = "Terminated"
+            assert cancel.settle_stopped(client, store, move_id) == "window overrun: test"
+        record = store.get(move_id)
+        assert (record.status, record.reason) == ("cancelled", "window overrun: test")
+    finally:
+        lab.server.stop()

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from hvmove import batch
+from hvmove import batch, prechecks
 from hvmove.hyperv import errors as e
+from hvmove.hyperv import prefetch
 from hvmove.hyperv.client import HostClient
 from hvmove.lab.build import add_vm
 from hvmove.models import MoveRequest, PrecheckReport
@@ -32,6 +33,9 @@ MOVES = [
     ("hv02", "dc01", "E:\\VMs\\dc01"),  # another host
     ("hv02", "dc02", "F:\\VMs\\dc02"),
 ]
+
+
+OPTS = prechecks.Options(probe=False)
 
 
 def _populate(estate) -> None:
@@ -127,6 +131,10 @@ def test_batched_prechecks_give_the_per_vm_reports(
     # the three moves whose destination the host could not resolve
     assert per_vm_calls["Measure-Bandwidth"] == len(MOVES)
     assert calls["Measure-Bandwidth"] == 4 + 3
+    # the checks asked for exactly the paths the batch read (prechecks.paths_of): one volume read
+    # per host, one ODX answer per pair of volumes, the three unresolved ones asked on their own
+    assert calls["Get-VolumeInfo"] == calls["Get-VHDFacts"] == 2
+    assert calls["Get-OdxStatus"] == 4 + 3
 
 
 def test_a_vm_the_batch_cannot_read_fails_alone(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,3 +198,60 @@ def test_each_run_reads_the_host_again(lab: Lab) -> None:
     assert [c.name for c in again["web01"].failures()] == ["attached ISO"]
     assert [c.name for c in again["dc01"].failures()] == ["host limit"]
     assert _calls(lab, start)["Get-PrecheckFacts"] == 2
+
+
+def test_a_running_move_is_seen_by_the_batch(tmp_path: Path) -> None:
+    """The move status comes from the batch's one read of the host's migration jobs: a move
+    running on one VM blocks that VM, as its per-VM precheck says, and no other."""
+    lab = make_lab(tmp_path, rate_scale=0.5)  # slow: the copy is still running when checked
+    try:
+        moves = _moves(lab, [("hv01", "web01", "E:\\VMs\\web01"), ("hv01", "sql01", "E:\\s")])
+        with lab.client("hv01") as c:
+            started = c.start_move(moves[0].vm.id, "all", destination="F:\\elsewhere\\web01")
+            assert started.status == "started"
+            try:
+                batched = {r.vm: r for r in batch.precheck_all(lab.config, moves)}
+                single = prechecks.run(c, moves[0].request, OPTS, vm_id=moves[0].vm.id).report
+            finally:
+                c.stop_move(moves[0].vm.id)
+        blocked = [(x.name, x.status) for x in batched["web01"].checks if x.name == "move running"]
+        assert blocked == [("move running", "fail")]
+        assert [(x.name, x.status) for x in single.checks if x.name == "move running"] == blocked
+        assert batched["sql01"].ok
+    finally:
+        lab.server.stop()
+
+
+def test_a_host_the_batch_cannot_reach_is_not_asked_again(lab: Lab) -> None:
+    """hv02 is down: the batch stops reading it after the first refused connection, and the
+    prechecks fail with the same one error as without a batch."""
+    moves = _moves(lab, [m for m in MOVES if m[0] == "hv02"])
+    lab.server.endpoint.kill_host("hv02")
+    tried: list[str] = []
+    call = HostClient.call
+
+    def counted(self: HostClient, script: str, model, **params):
+        tried.append(script)
+        return call(self, script, model, **params)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(HostClient, "call", counted)
+        with pytest.raises(e.HostUnreachable):
+            batch.precheck_all(lab.config, moves)
+    # the batch's host facts, then the first precheck's own host facts: nothing else
+    assert tried == ["Get-HostFacts", "Get-HostFacts"]
+
+
+def test_reads_in_chunks_give_the_same_reports(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call reads a bounded number of VMs and paths (each costs real time on a host); the
+    reports do not depend on how the reads were cut."""
+    moves = _moves(lab)
+    whole = batch.precheck_all(lab.config, moves)
+    monkeypatch.setattr(prefetch, "VMS_PER_CALL", 3)
+    monkeypatch.setattr(prefetch, "PATHS_PER_CALL", 4)
+    start = len(lab.server.scripts.calls)
+    cut = batch.precheck_all(lab.config, moves)
+    calls = _calls(lab, start)
+    assert [_comparable(r) for r in cut] == [_comparable(r) for r in whole]
+    assert calls["Get-PrecheckFacts"] == 4 + 1  # 10 VMs on hv01 by 3, 2 on hv02
+    assert calls["Get-VolumeInfo"] > 2 and calls["Get-VHDFacts"] > 2

@@ -162,18 +162,14 @@ class Browser:
 def estate(work: Path) -> Iterator[dict[str, Any]]:
     """A private Prefect server, the demo lab, a night, a move awaiting cleanup approval and a
     suspended cleanup-approval run (worker stopped afterwards)."""
-    import yaml
-
     from hvmove.prefect_local import ensure_server
 
     # a server of its own, never the user's: no API in the environment, no profile to read
     os.environ.pop("PREFECT_API_URL", None)
     os.environ["PREFECT_HOME"] = str(work / "client")
     found = ensure_server(home=work / "prefect", port=_free_port())
-    api = found.url
-    from flows.migrate_vm import migrate_vm
-    from flows.nightly import nightly
-    from hvmove.lab.demo import DEMO_MOVES, build_demo
+    # imported only once the environment names that server, so nothing they load sees another
+    from hvmove.lab.demo import build_demo
     from hvmove.lab.process import write_config
     from hvmove.lab.server import LabServer
 
@@ -183,56 +179,16 @@ def estate(work: Path) -> Iterator[dict[str, Any]]:
     worker = None
     try:
         config = write_config(lab_dir)
-        held = "file01"  # moved with `cleanup: approve`, to fill the approval form
-        plan = lab_dir / "plan.yaml"
-        plan.write_text(
-            yaml.safe_dump(
-                {
-                    "moves": [
-                        {"host": h, "vm": vm, "destination": d}
-                        for vm, h, d, _ in DEMO_MOVES
-                        if vm != held
-                    ]
-                }
-            )
-        )
-        night = nightly(plan=str(plan), config=str(config), window="now", return_state=True)
-        approve = lab_dir / "approve.yaml"
-        approve.write_text(config.read_text() + "cleanup: approve\n")
-        host, dest = next((h, d) for vm, h, d, _ in DEMO_MOVES if vm == held)
-        migrate_vm(host=host, vm=held, destination=dest, config=str(approve), return_state=True)
-        env = {**os.environ, "PREFECT_API_URL": api}
-        subprocess.run(
-            [sys.executable, "-m", "hvmove.cli", "deploy", "--config", str(approve), "--plan",
-             str(plan)],
-            env=env, check=True, cwd=ROOT, capture_output=True,
-        )  # fmt: skip
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            dep = client.read_deployment_by_name("cleanup-approval/cleanup-approval")
-            run = client.create_flow_run_from_deployment(dep.id)
+        night, plan, approve = _run_moves(lab_dir, config)
+        env = {**os.environ, "PREFECT_API_URL": found.url}
+        run = _approval_run(env, approve, plan)
         worker = subprocess.Popen(
             [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool",
              "hvmove", "--run-once"],
             env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, cwd=work,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-        deadline = time.monotonic() + 120
-        with get_client(sync_client=True) as client:
-            while not client.read_flow_run(run.id).state.is_paused():
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the cleanup-approval run did not suspend")
-                time.sleep(1)
-            night_run = client.read_flow_run(night.state_details.flow_run_id)
-            moves = client.read_flow_runs()
-        move = next(r for r in moves if r.name.startswith("move web01"))
-        yield {
-            "ui": found.ui,
-            "night": night_run,
-            "move": move,
-            "approval": run,
-        }
+        yield {"ui": found.ui, **_once_suspended(run, night)}
     finally:
         if worker is not None and worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
@@ -240,6 +196,66 @@ def estate(work: Path) -> Iterator[dict[str, Any]]:
         pid = json.loads((work / "prefect" / "server.json").read_text()).get("pid")
         with contextlib.suppress(Exception):
             os.killpg(pid, signal.SIGTERM)
+
+
+def _run_moves(lab_dir: Path, config: Path) -> tuple[Any, Path, Path]:
+    """The demo's moves as a night, but one: that one moved with `cleanup: approve`, so that the
+    approval form has a move to show. Returns the night's state and the two files."""
+    import yaml
+
+    from flows.migrate_vm import migrate_vm
+    from flows.nightly import nightly
+    from hvmove.lab.demo import DEMO_MOVES
+
+    held = "file01"
+    plan = lab_dir / "plan.yaml"
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "moves": [
+                    {"host": h, "vm": vm, "destination": d}
+                    for vm, h, d, _ in DEMO_MOVES
+                    if vm != held
+                ]
+            }
+        )
+    )
+    night = nightly(plan=str(plan), config=str(config), window="now", return_state=True)
+    approve = lab_dir / "approve.yaml"
+    approve.write_text(config.read_text() + "cleanup: approve\n")
+    host, dest = next((h, d) for vm, h, d, _ in DEMO_MOVES if vm == held)
+    migrate_vm(host=host, vm=held, destination=dest, config=str(approve), return_state=True)
+    return night, plan, approve
+
+
+def _approval_run(env: dict[str, str], approve: Path, plan: Path) -> Any:
+    """Deploy (as `hvmove deploy` does) and create a run of the cleanup-approval deployment."""
+    from prefect.client.orchestration import get_client
+
+    subprocess.run(
+        [sys.executable, "-m", "hvmove.cli", "deploy", "--config", str(approve), "--plan",
+         str(plan)],
+        env=env, check=True, cwd=ROOT, capture_output=True,
+    )  # fmt: skip
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name("cleanup-approval/cleanup-approval")
+        return client.create_flow_run_from_deployment(dep.id)
+
+
+def _once_suspended(run: Any, night: Any) -> dict[str, Any]:
+    """Wait for the approval run to suspend (its form is then there), and find the runs shown."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + 120
+    with get_client(sync_client=True) as client:
+        while not client.read_flow_run(run.id).state.is_paused():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cleanup-approval run did not suspend")
+            time.sleep(1)
+        night_run = client.read_flow_run(night.state_details.flow_run_id)
+        moves = client.read_flow_runs()
+    move = next(r for r in moves if r.name.startswith("move web01"))
+    return {"night": night_run, "move": move, "approval": run}
 
 
 def take(b: Browser, s: dict[str, Any], out: Path) -> list[Path]:

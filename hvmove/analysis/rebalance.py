@@ -16,6 +16,7 @@ import yaml
 from hvmove.analysis.loaders import GiB
 from hvmove.analysis.volumes import cluster_of, root_key, volume_key
 from hvmove.models import MoveRequest, Plan
+from hvmove.paths import key_root
 from hvmove.snapshots import BLOCKER_TYPES, ISO, PASS_THROUGH, SHARED_VHDX
 
 VolKey = tuple[str, str]
@@ -177,8 +178,9 @@ def _odx_seen(moves_history: pd.DataFrame | None) -> set[tuple[str, str, str]]:
             seen.add(
                 (
                     str(row.host).lower(),
-                    root_key(str(row.source_volume)),
-                    root_key(str(row.destination_volume)),
+                    # moves record volume keys ('hv01|d:\\'); older records, bare roots
+                    key_root(str(row.source_volume)),
+                    key_root(str(row.destination_volume)),
                 )
             )
     return seen

@@ -11,6 +11,7 @@ LITERAL = "brackets in a disk name taken literally"
 ATTACHED = "Test-VHD on an attached disk"
 PATTERN = "known pattern intact after the moves"
 LANGUAGE = "host messages in English"
+PARENT = "a parent no drive attaches moved with its child (mode all)"
 PROBED = (LITERAL, ATTACHED, PATTERN, LANGUAGE)
 
 
@@ -28,6 +29,7 @@ def probe_premises(client: HostClient, created: CanaryCreated | None) -> list[Pr
     )
     english = p.ui_culture.lower().startswith("en")
     return [
+        _parent_premise(created, child, base),
         Premise(
             name=LITERAL,
             observed=p.literal_path_ok,
@@ -66,6 +68,32 @@ def probe_premises(client: HostClient, created: CanaryCreated | None) -> list[Pr
             "will misread them (review finding 10); classification by error id is needed",
         ),
     ]
+
+
+def _parent_premise(created: CanaryCreated, child: str, base: str | None) -> Premise:
+    """The canary's base disk is the parent of its only drive and attached to nothing itself
+    (an "unmanaged VHD"). Whether a move takes such a parent along is not documented (hvmove
+    layout.carried_parents); after the first move (mode all) its path tells."""
+    if child.lower() == created.child_path.lower() or not base:
+        return Premise(
+            name=PARENT,
+            observed=None,
+            detail=f"not observed: the child is at {child}, its parent {base or 'unknown'}",
+            impact="the canary's move did not happen",
+        )
+    moved = base.lower() != created.base_path.lower()
+    return Premise(
+        name=PARENT,
+        observed=moved,
+        detail=f"after the move the child's parent is {base} (created as {created.base_path})",
+        impact="Hyper-V carries an unmanaged parent in mode all (its source copy stays; cleanup "
+        "removes it when no VM uses it): the lab's premise unnamed_parents_move_with_child true "
+        "matches"
+        if moved
+        else "Hyper-V leaves an unmanaged parent where it is: the prechecks count it as moved "
+        "(space overstated), the switch is judged without it and cleanup keeps it (still "
+        "referenced); the lab's premise unnamed_parents_move_with_child false matches",
+    )
 
 
 def cluster_premise(facts: models.HostFacts) -> Premise:

@@ -4,8 +4,9 @@ Prechecking one move takes seven script calls (host facts, the VM, its move stat
 destination files, ODX, a bandwidth probe). For hundreds of moves per host that is thousands of
 round trips, and the orchestrator's CPU goes into pypsrp's per-call work, not into the checks.
 ``HostSnapshot`` reads the same facts for every move of the batch at once (Get-HostFacts,
-Get-PrecheckFacts for all VMs, one Get-VolumeInfo and one Get-VHDFacts for all paths, one
-Get-OdxStatus per pair of volumes, one Measure-Bandwidth per destination volume) and then
+Get-PrecheckFacts for the VMs, Get-VolumeInfo and Get-VHDFacts for the paths, each for up to 50
+VMs or 100 paths a call, one Get-OdxStatus per pair of volumes, one Measure-Bandwidth per
+destination volume) and then
 answers the precheck's calls with the signatures of ``HostClient``, so the per-VM precheck logic
 runs unchanged.
 
@@ -24,13 +25,25 @@ from typing import TypeVar
 
 from hvmove import models
 from hvmove.hyperv.client import HostClient, checked_volumes
-from hvmove.hyperv.errors import HostError
+from hvmove.hyperv.errors import AuthenticationFailed, HostError, HostUnreachable, TlsError
 
 T = TypeVar("T")
 
 
+# A call reads at most this many VMs or paths: on a host each VM (Get-VHD of every chain) and each
+# path (Get-Volume) takes real time, and a call must end well inside its script's deadline
+# (catalog: Get-PrecheckFacts 300 s, Get-VolumeInfo 60 s). The fixed cost of a call (about 4 ms
+# of hvmove's CPU) spread over 50 or 100 entries stays small.
+VMS_PER_CALL = 50
+PATHS_PER_CALL = 100
+
+
 def _lower(path: str) -> str:
     return path.lower()
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class HostSnapshot:
@@ -44,6 +57,7 @@ class HostSnapshot:
         self._probes: dict[tuple[str, int], models.BandwidthProbe] = {}  # by (volume root, MiB)
         self.batch_calls: Counter[str] = Counter()  # what the batch read, for tests and reports
         self.live_calls: Counter[str] = Counter()  # what a precheck still had to ask the host
+        self._unreachable = False
 
     @property
     def name(self) -> str:
@@ -51,36 +65,46 @@ class HostSnapshot:
 
     # -- reading up front --------------------------------------------------------------------
     def _batch(self, script: str, read: Callable[[], T]) -> T | None:
-        """One batch read; a failure leaves its facts unread, so each precheck asks itself."""
+        """One batch read; a failure leaves its facts unread, so each precheck asks itself.
+        A host that cannot be reached or refuses the logon is not asked again by the batch: the
+        first precheck meets the same error at once, as it did without a batch."""
+        if self._unreachable:
+            return None
         self.batch_calls[script] += 1
         try:
             return read()
+        except (HostUnreachable, AuthenticationFailed, TlsError):
+            self._unreachable = True
+            return None
         except HostError:
             return None
 
     def read_vms(self, vm_ids: list[str]) -> dict[str, models.VMInfo]:
         """Host facts and the VMs; returns the VMs read cleanly, by lower-case asked id."""
         self._facts = self._batch("Get-HostFacts", self.client.host_facts)
-        wanted = list(dict.fromkeys(vm_ids))
-        facts = self._batch("Get-PrecheckFacts", lambda: self.client.precheck_facts(wanted))
-        for entry in facts.vms if facts is not None else []:
-            if not entry.error and entry.vm is not None and entry.move is not None:
-                self._vms[entry.vm_id.lower()] = entry
-                self._vms.setdefault(entry.vm.id.lower(), entry)
+        for ids in _chunks(list(dict.fromkeys(vm_ids)), VMS_PER_CALL):
+            facts = self._batch(
+                "Get-PrecheckFacts", lambda ids=ids: self.client.precheck_facts(ids)
+            )
+            for entry in facts.vms if facts is not None else []:
+                if not entry.error and entry.vm is not None and entry.move is not None:
+                    self._vms[entry.vm_id.lower()] = entry
+                    self._vms.setdefault(entry.vm.id.lower(), entry)
         return {k: e.vm for k, e in self._vms.items() if e.vm is not None}
 
     def read_paths(self, volume_paths: Iterable[str], vhd_paths: Iterable[str]) -> None:
-        """One Get-VolumeInfo for every path and one Get-VHDFacts for every destination file
+        """Get-VolumeInfo for every path and Get-VHDFacts for every destination file
         (Get-VHDFacts only for files on volumes the host resolved: a path outside every volume
         would fail the whole call)."""
-        paths = list(dict.fromkeys(volume_paths))
-        if paths:
-            report = self._batch("Get-VolumeInfo", lambda: self.client.volumes(paths, partial=True))
+        for paths in _chunks(list(dict.fromkeys(volume_paths)), PATHS_PER_CALL):
+            report = self._batch(
+                "Get-VolumeInfo", lambda p=paths: self.client.volumes(p, partial=True)
+            )
             for v in report.volumes if report is not None else []:
                 self._volumes[v.path] = v
         files = [p for p in dict.fromkeys(vhd_paths) if self._resolved(p)]
-        if files:
-            found = self._batch("Get-VHDFacts", lambda: self.client.vhd_facts(files))
+        for chunk in _chunks(files, PATHS_PER_CALL):
+            found = self._batch("Get-VHDFacts", lambda c=chunk: self.client.vhd_facts(c))
             for d in found.disks if found is not None else []:
                 self._vhds[d.path] = d
 

@@ -140,11 +140,13 @@ class LabPremises(BaseModel):
     # Move-VMStorage removes the moved disks' source at the switch, as documented
     # (move-vmstorage); False: it keeps them (what the lab did before issue 10)
     move_vmstorage_removes_source: bool = True
-    # modes components / vhds: a differencing disk's parent that the request does not name
-    # stays where it is (the child's copy points at it there). Move-VMStorage's -Vhds lists
-    # "each individual virtual hard disk to be moved"; where an unnamed parent goes is not
-    # documented. True: it is copied beside its child (the source copy stays, as without
-    # -RemoveSourceUnmanagedVhds); hvmove's prechecks count it either way
+    # every mode: a differencing disk's parent that the request does not name (in mode all: that
+    # no drive or checkpoint attaches, a golden image) stays where it is (the child's copy points
+    # at it there). Move-VMStorage's -Vhds lists "each individual virtual hard disk to be moved",
+    # -DestinationStoragePath names no parents; where such a parent goes is not documented
+    # (learn.microsoft.com/powershell/module/hyper-v/move-vmstorage). True: it is copied beside
+    # its child (the source copy stays, as without -RemoveSourceUnmanagedVhds); hvmove's
+    # prechecks count it either way
     unnamed_parents_move_with_child: bool = False
 
 

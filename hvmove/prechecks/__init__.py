@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hvmove.hyperv.client import HostClient
 from hvmove.hyperv.errors import PermanentError
 from hvmove.layout import MoveLayout, layout
 from hvmove.models import Check, MoveRequest, PrecheckReport, VMInfo
@@ -26,16 +25,20 @@ from hvmove.prechecks.common import (
 )
 from hvmove.prechecks.destinations import destinations
 from hvmove.prechecks.host import host_limit, move_path, speed
+from hvmove.prechecks.reads import HostReads, Paths, paths_of
 
 __all__ = [
     "JOB_STARTING",
     "GiB",
+    "HostReads",
     "Options",
     "Outcome",
     "OwnAttempt",
+    "Paths",
     "double_hop_remedy",
     "duration",
     "key_of",
+    "paths_of",
     "run",
 ]
 
@@ -48,7 +51,7 @@ class Outcome:
 
 
 def run(
-    client: HostClient,
+    client: HostReads,
     request: MoveRequest,
     options: Options,
     reserved: dict[str, int] | None = None,
@@ -129,7 +132,7 @@ def _follow_rather_than_block(report: PrecheckReport) -> None:
             )
 
 
-def _lookup(client: HostClient, ref: str, vm_id: str | None) -> VMInfo | None:
+def _lookup(client: HostReads, ref: str, vm_id: str | None) -> VMInfo | None:
     if vm_id:
         try:
             found = client.inventory(vm_id).vms

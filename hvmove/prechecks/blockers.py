@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import PureWindowsPath
 
-from hvmove.hyperv.client import HostClient
 from hvmove.layout import MoveLayout, carried_parents, norm
 from hvmove.models import Check, VMInfo
 from hvmove.prechecks.common import JOB_STARTING, Add, Options, OwnAttempt
+from hvmove.prechecks.reads import HostReads
 
 
 def blockers(
-    client: HostClient,
+    client: HostReads,
     vm: VMInfo,
     plan: MoveLayout,
     options: Options,
@@ -27,7 +27,7 @@ def blockers(
     return own_job_running
 
 
-def running_move(client: HostClient, vm: VMInfo, ours: OwnAttempt, add: Add) -> bool:
+def running_move(client: HostReads, vm: VMInfo, ours: OwnAttempt, add: Add) -> bool:
     job = client.move_status(vm.id).job
     if job is not None and job.running:
         if ours.job_id in (job.job_id, JOB_STARTING):

@@ -7,9 +7,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from hvmove import models
-from hvmove.hyperv.client import HostClient
 from hvmove.hyperv.errors import PermanentError
-from hvmove.layout import MoveLayout, carried_parents, norm
+from hvmove.layout import MoveLayout, norm
 from hvmove.models import Check, PrecheckReport, VMInfo
 from hvmove.prechecks.common import (
     Add,
@@ -20,10 +19,11 @@ from hvmove.prechecks.common import (
     key_of,
     unc_share,
 )
+from hvmove.prechecks.reads import HostReads, paths_of
 
 
 def destinations(
-    client: HostClient,
+    client: HostReads,
     vm: VMInfo,
     plan: MoveLayout,
     options: Options,
@@ -33,16 +33,16 @@ def destinations(
     cluster: str | None = None,
 ) -> None:
     add = report.checks.append
-    wants = wanted(plan)
-    source_path = next(iter(plan.vhds), vm.configuration_location)
+    paths = paths_of(vm, plan)
+    wants = paths.wants
     try:
         # one call for the destinations and the source: the source's volume is known to exist
-        *volumes, source = client.volumes([*(p for p, _ in wants), source_path]).volumes
+        *volumes, source = client.volumes(paths.volume_paths).volumes
     except PermanentError as exc:
         add(unreachable_destination(client.name, exc, [p for p, _ in wants]))
         return
     report.source_volume = key_of(client.name, source, cluster)
-    existing = client.vhd_facts([*plan.vhds.values(), *carried_parents(plan).values()]).disks
+    existing = client.vhd_facts(paths.destination_files).disks
     # only an attempt that started (a job, or the mark before the start) left files of its
     # own; a file that blocked the first precheck is in the record's plan but never ours
     own = {norm(p) for p in ours.destinations} if ours.job_id else set()
@@ -82,21 +82,6 @@ def destinations(
                 "overwrite)",
             )
         )
-
-
-def wanted(plan: MoveLayout) -> list[tuple[str, int]]:
-    """Every destination the move writes to, with the bytes it puts there."""
-    wants = [(dst, plan.vhd_info[src].file_size) for src, dst in plan.vhds.items()]
-    # parents the move may carry beside their child (layout.carried_parents): their bytes too
-    wants += [
-        (landing, plan.vhd_info[parent].file_size)
-        for parent, landing in carried_parents(plan).items()
-        if parent in plan.vhd_info
-    ]
-    if plan.configuration:
-        wants.append((plan.configuration, plan.config_bytes))
-    wants += [(extra, 0) for extra in (plan.snapshot, plan.smart_paging) if extra]
-    return wants
 
 
 def unreachable_destination(host: str, exc: PermanentError, paths: list[str]) -> Check:

@@ -3,14 +3,12 @@ storage-move slots, and how fast the copy may go (ODX, a bandwidth probe)."""
 
 from __future__ import annotations
 
-from pathlib import PureWindowsPath
-
 from hvmove import models
-from hvmove.hyperv.client import HostClient
 from hvmove.hyperv.errors import PermanentError, TransientError
 from hvmove.layout import MoveLayout
 from hvmove.models import Check, PrecheckReport, VMInfo
 from hvmove.prechecks.common import Add, GiB, Options, double_hop_remedy, duration, unc_share
+from hvmove.prechecks.reads import HostReads, paths_of
 
 
 def move_path(facts: models.HostFacts, options: Options, report: PrecheckReport) -> None:
@@ -86,13 +84,12 @@ def host_limit(facts: models.HostFacts, add: Add) -> None:
 
 
 def speed(
-    client: HostClient, vm: VMInfo, plan: MoveLayout, options: Options, report: PrecheckReport
+    client: HostReads, vm: VMInfo, plan: MoveLayout, options: Options, report: PrecheckReport
 ) -> None:
     add = report.checks.append
-    dests = list(plan.vhds.values()) or [plan.configuration or ""]
-    source = next(iter(plan.vhds), vm.configuration_location)
+    paths = paths_of(vm, plan)
     try:
-        odx = client.odx(source, dests[0])
+        odx = client.odx(paths.source, paths.first_destination)
         report.odx = odx.odx
         add(
             Check(
@@ -107,7 +104,7 @@ def speed(
         add(Check(name="odx", status="warn", detail=f"could not tell: {exc.detail}"))
     if not options.probe:
         return
-    folder = str(PureWindowsPath(dests[0]).parent)
+    folder = paths.probe_folder
     try:
         probe = client.bandwidth(folder, options.probe_mib)
     except (PermanentError, TransientError) as exc:

@@ -32,7 +32,8 @@ def ending_estate(
     synthesised like ``hvmove lab up``'s; every VM's final volume is known."""
     if lab_estate is not None:
         names = hosts or [h.name for h in lab_estate.data.hosts]
-        vols = vols_from(lab_estate.data.volumes, names)
+        clusters = {h.name.lower(): h.cluster_name for h in lab_estate.data.hosts}
+        vols = vols_from(lab_estate.data.volumes, names, clusters)
         vms = from_estate(lab_estate, names, rng)
         odx_speedup = lab_estate.settings.odx_speedup
     else:
@@ -45,8 +46,12 @@ def ending_estate(
     return HistoryEstate(names, vols, vms, odx_speedup)
 
 
-def vols_from(lab_volumes: list[Any], hosts: list[str]) -> list[Vol]:
+def vols_from(
+    lab_volumes: list[Any], hosts: list[str], clusters: dict[str, str | None] | None = None
+) -> list[Vol]:
+    """The volumes the given hosts see; ``clusters``: host (lower case) -> its cluster."""
     wanted = {h.lower() for h in hosts}
+    clusters = clusters or {}
     out = []
     for v in lab_volumes:
         seen_by = [h for h in v.hosts if h.lower() in wanted]
@@ -61,6 +66,7 @@ def vols_from(lab_volumes: list[Any], hosts: list[str]) -> list[Vol]:
                     array=v.array,
                     odx=v.odx,
                     label=v.label,
+                    cluster=clusters.get(seen_by[0].lower()),
                 )
             )
     return out

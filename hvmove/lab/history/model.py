@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from hvmove.errors import HvmoveError
 from hvmove.lab.estate import norm
+from hvmove.paths import volume_key
 from hvmove.snapshots import volume_for
 
 GiB = 1024**3
@@ -34,18 +35,17 @@ class Vol:
     role: str = "steady"
     end_pct: float = 50.0
     rate_pct: float = 0.05  # percent of capacity per day
+    cluster: str | None = None  # the hosts' failover cluster (a CSV's key names it)
 
     def sees(self, host: str) -> bool:
         return host.lower() in (h.lower() for h in self.hosts)
 
     @property
     def key(self) -> str:
-        # a local D:\ exists once per host; a share is one volume whoever sees it
-        return (
-            f"{self.hosts[0].lower()}|{norm(self.root)}"
-            if self.kind == "local"
-            else norm(self.root)
-        )
+        """The volume's production key (hvmove.paths.volume_key), as the prechecks report it and
+        the store's moves and the planner's history lookups use it: a local D:\\ per host, a
+        CSV per cluster, a share once whoever sees it."""
+        return volume_key(self.root, kind=self.kind, host=self.hosts[0], cluster=self.cluster)
 
     @property
     def label_short(self) -> str:

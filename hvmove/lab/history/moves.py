@@ -84,6 +84,7 @@ def move_rows(
     went = timeline(move_id, start, run, dst, rng, failure)
     finished = went.steps[-1].ended_at or start
     report = _precheck_report(vm, destination, run, failure)
+    report.source_volume, report.destination_volume = src.key, dst.key
     record = MoveRecord(
         id=move_id,
         host=vm.host,
@@ -99,8 +100,9 @@ def move_rows(
         created_at=start - timedelta(seconds=rng.uniform(5, 60)),
         started_at=start,
         finished_at=finished,
-        source_volume=src.root,
-        destination_volume=dst.root,
+        # the production keys, not roots: learning and the planner look history up by them
+        source_volume=src.key,
+        destination_volume=dst.key,
         bytes_total=run.size,
         copy_seconds=went.copy_done,
         estimated_seconds=run.estimated_seconds,

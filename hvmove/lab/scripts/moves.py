@@ -117,7 +117,12 @@ class MoveScripts(ScriptBase):
             )
         mapping, new_paths = _without_no_ops(vm, mapping, new_paths)
         carried: dict[str, str] = {}
-        if mode != "all" and self.estate.settings.premises.unnamed_parents_move_with_child:
+        # in every mode (mode all too: _plan_all maps only what the VM attaches), where a parent
+        # no drive or checkpoint attaches goes is not documented (move-vmstorage: -Vhds "each
+        # individual virtual hard disk to be moved", -RemoveSourceUnmanagedVhds "deletes the
+        # parent ... after this cmdlet moves a differencing virtual hard disk"; -DestinationStorage
+        # Path names no parents): the premise answers, its source copy stays either way
+        if self.estate.settings.premises.unnamed_parents_move_with_child:
             carried = self._carried_parents(vm, mapping, vhds_of_vm)
         items = self._copy_items(vm, vhds_of_vm, {**carried, **mapping}, new_paths)
         for it in items:
@@ -171,9 +176,13 @@ class MoveScripts(ScriptBase):
         shared: set[str],
         warnings: list[str],
     ) -> tuple[dict[str, str], dict[str, str]]:
-        """Mode 'all': every disk to <destination>\\Virtual Hard Disks, the rest to the root."""
+        """Mode 'all': every disk the VM or its checkpoints attach to <destination>\\Virtual Hard
+        Disks, the rest to the root. A parent nothing attaches (a golden image) is not the VM's
+        own: whether it goes along is the premise unnamed_parents_move_with_child (_plan)."""
         dest = str(p.get("DestinationStoragePath") or "")
         self._check_dest(vm.host, dest, "DestinationStoragePath")
+        managed = _managed(vm)
+        # the names check keeps every chain member: a carried parent lands there too
         names = [PureWindowsPath(o).name.lower() for k, o in vhds_of_vm.items() if k not in shared]
         if len(names) != len(set(names)):
             raise ScriptFailed(
@@ -184,6 +193,8 @@ class MoveScripts(ScriptBase):
             )
         mapping: dict[str, str] = {}
         for key, original in vhds_of_vm.items():
+            if key not in managed:
+                continue
             if key in shared:
                 warnings.append(f"The virtual hard disk '{original}' is shared and was not moved.")
                 continue
@@ -249,8 +260,7 @@ class MoveScripts(ScriptBase):
         # the script's sources: files attached to the VM's drives or to its checkpoints' drives;
         # any other path (a parent no drive attaches, a typo) "Hyper-V would treat as an
         # unmanaged VHD" (hyperv.md 1.3), so the script refuses it, parents included
-        managed = {norm(d.path) for d in vm.drives if d.path and d.disk_number is None}
-        managed |= {norm(path) for cp in vm.checkpoints for path in cp.disk_paths}
+        managed = _managed(vm)
         mapping: dict[str, str] = {}
         for src, dst in zip(sources, dests, strict=True):
             if norm(dst) in vhds_of_vm and norm(src) not in vhds_of_vm:
@@ -373,3 +383,10 @@ def _without_no_ops(
         "smart_paging": vm.smart_paging_file_path,
     }
     return mapping, {k: v for k, v in new_paths.items() if norm(v) != norm(current[k])}
+
+
+def _managed(vm: LabVM) -> set[str]:
+    """The files the VM's drives and its checkpoints' drives attach (norms); a chain parent
+    outside this set is an "unmanaged VHD" to Hyper-V (hyperv.md 1.3)."""
+    managed = {norm(d.path) for d in vm.drives if d.path and d.disk_number is None}
+    return managed | {norm(path) for cp in vm.checkpoints for path in cp.disk_paths}
