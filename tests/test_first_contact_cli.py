@@ -36,7 +36,11 @@ def test_doctor_then_canary_on_a_fresh_lab_then_broken_hosts(tmp_path: Path) -> 
         assert canary.returncode == 0, canary.stdout + canary.stderr
         (report,) = (tmp_path / "reports").glob("hvmove-canary-*.json")
         doc = json.loads(report.read_text())
-        assert doc["ok"] and doc["left_behind"] == [] and len(doc["premises"]) == 9
+        assert doc["ok"] and doc["left_behind"] == []
+        # every premise the canary probes reaches the JSON report, each with what it would cost
+        names = {p["name"] for p in doc["premises"] if p["impact"]}
+        assert len(names) == len(doc["premises"]) == 10, names
+        assert "a parent no drive attaches moved with its child (mode all)" in names
         assert report.with_suffix(".md").exists()
         after = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "hosts").rglob("*"))
         assert after == before
