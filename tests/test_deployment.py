@@ -118,6 +118,17 @@ def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "      - {source: 'D:\\VMs\\file01\\Virtual Hard Disks\\file01.vhdx',"
         " destination: 'F:\\Data\\file01.vhdx'}\n"
     )
+    # the production set-up the README recommends: the password in a Prefect Secret block, so
+    # every run on the worker (nights, moves, cancellation hooks) resolves it from the server
+    from prefect.blocks.system import Secret
+
+    from hvmove.credentials import read_env_file
+    from tests.test_prefect_secrets import use_secret_block
+
+    Secret(value=read_env_file(lab.dir / ".env")["HVMOVE_LAB_PASSWORD"]).save(
+        "deployed-lab-password", overwrite=True
+    )
+    use_secret_block(lab, "deployed-lab-password")
     hvmove_deploy(prefect_api, lab.dir / "hvmove.yaml", plan)
     home = tmp_path_factory.mktemp("worker-home")
     workers = [start_worker(prefect_api, home, "w1")]
@@ -174,6 +185,9 @@ def test_deployment_holds_its_values_literally(deployed: Deployed) -> None:
     assert nightly.job_variables["working_dir"] == str(ROOT)
     assert not nightly.pull_steps  # nothing resolved on the worker at run time
     assert move.parameters["config"] == str(deployed.lab.dir / "hvmove.yaml")
+    # the worker gets the password from the Secret block the config names, never from a value
+    config = (deployed.lab.dir / "hvmove.yaml").read_text()
+    assert "secret_block: deployed-lab-password" in config and "HVMOVE_LAB_PASSWORD" not in config
 
 
 def test_night_runs_on_a_worker_with_an_empty_environment(deployed: Deployed) -> None:
