@@ -214,3 +214,43 @@ def test_migrate_exit_code_says_moves_were_blocked(prefect_api: str, lab: Lab) -
     assert result.exit_code == 2, result.output
     moves = {r.vm_name: r.status for r in Store(lab.config.store_url()).moves()}
     assert moves["web01"] == "completed" and "iso01" in result.output
+
+
+@pytest.mark.slow
+def test_a_night_that_crashes_mid_night_still_publishes_its_report(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 8 point 3: the report is written in a `finally`, so a night that crashes after a
+    move finished (here: re-learning raises, as a store gone away would) still says what moved
+    and why it stopped, on the server, under the night's own run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    import flows.nightly
+    from flows.nightly import nightly
+
+    def store_gone(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("store went away mid-night")
+
+    monkeypatch.setattr(flows.nightly, "_learn", store_gone)
+    lab = make_lab(tmp_path)
+    plan = write_plan(lab, "moves:\n  - {host: hv01, vm: web01, destination: 'F:\\VMs\\web01'}\n")
+    try:
+        state = nightly(
+            plan=str(plan),
+            config=str(lab.dir / "hvmove.yaml"),
+            window="now+60",
+            poll_seconds=0.3,
+            return_state=True,
+        )
+    finally:
+        lab.server.stop()
+    assert state.is_failed() and "store went away" in (state.message or ""), state
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    report = next(a for a in artifacts if a.key == "nightly-report")
+    assert "web01" in report.data and "store went away mid-night" in report.data, report.data
