@@ -20,7 +20,10 @@ import pytest
 from hvmove.store import Store
 from tests.conftest import Lab, make_lab
 
-pytestmark = pytest.mark.slow
+# Both modules deploy the same deployment names (nightly-migrations/nightly, migrate-vm) to the
+# session's Prefect server, and a deployment's concurrency limit spans them: in one xdist worker,
+# one module after the other (./dev runs --dist loadgroup), never interleaved.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prefect-deployments")]
 
 ROOT = Path(__file__).resolve().parents[1]
 GiB = 1024**3

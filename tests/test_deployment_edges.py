@@ -37,7 +37,10 @@ from tests.test_deployment import (
     wait_final,
 )
 
-pytestmark = pytest.mark.slow
+# Both modules deploy the same deployment names (nightly-migrations/nightly, migrate-vm) to the
+# session's Prefect server, and a deployment's concurrency limit spans them: in one xdist worker,
+# one module after the other (./dev runs --dist loadgroup), never interleaved.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prefect-deployments")]
 
 POOL = "hvmove-edges"  # its own pool: the scale-out test counts the workers of "hvmove"
 
