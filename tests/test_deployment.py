@@ -165,7 +165,33 @@ def wait_final(run_id, timeout: float = 180):
             if run.state and run.state.is_final():
                 return run
             time.sleep(0.5)
-    raise AssertionError(f"flow run {run_id} did not end: {run.state}")
+        raise AssertionError(f"flow run {run_id} did not end: {run.state}\n{_story(client, run)}")
+
+
+def _story(client, run) -> str:
+    """What a run that did not end was doing: its children's states and its last log lines."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.client.schemas.sorting import LogSort
+
+    children = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])
+        )
+    )
+    lines = [f"child {c.name} {c.parameters.get('vm')}: {c.state}" for c in children]
+    for r in [run, *children]:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id])),
+            sort=LogSort.TIMESTAMP_DESC,
+            limit=25,
+        )
+        lines += [f"{r.name} {lg.timestamp:%H:%M:%S} {lg.message[:300]}" for lg in reversed(logs)]
+    return "\n".join(lines)
 
 
 def worker_logs(d: Deployed) -> str:
