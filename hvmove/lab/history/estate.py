@@ -33,7 +33,11 @@ def ending_estate(
     if lab_estate is not None:
         names = hosts or [h.name for h in lab_estate.data.hosts]
         clusters = {h.name.lower(): h.cluster_name for h in lab_estate.data.hosts}
-        vols = vols_from(lab_estate.data.volumes, names, clusters)
+        # the lab's own clock: a time-scaled lab (rate_scale) copies that much faster, and a
+        # history in real-world MB/s beside tonight's scaled probes would tell the planner its
+        # arrays are rate_scale times slower than they are (0: unthrottled, keep MB/s)
+        scale = lab_estate.settings.rate_scale or 1.0
+        vols = vols_from(lab_estate.data.volumes, names, clusters, rate_scale=scale)
         vms = from_estate(lab_estate, names, rng)
         odx_speedup = lab_estate.settings.odx_speedup
     else:
@@ -47,9 +51,14 @@ def ending_estate(
 
 
 def vols_from(
-    lab_volumes: list[Any], hosts: list[str], clusters: dict[str, str | None] | None = None
+    lab_volumes: list[Any],
+    hosts: list[str],
+    clusters: dict[str, str | None] | None = None,
+    *,
+    rate_scale: float = 1.0,
 ) -> list[Vol]:
-    """The volumes the given hosts see; ``clusters``: host (lower case) -> its cluster."""
+    """The volumes the given hosts see; ``clusters``: host (lower case) -> its cluster;
+    ``rate_scale``: the lab's, so past copies ran at the rates the lab's copies run at."""
     wanted = {h.lower() for h in hosts}
     clusters = clusters or {}
     out = []
@@ -62,7 +71,7 @@ def vols_from(
                     kind=v.kind,
                     hosts=seen_by,
                     capacity=v.capacity,
-                    bandwidth_mbps=v.bandwidth_mbps,
+                    bandwidth_mbps=v.bandwidth_mbps * rate_scale,
                     array=v.array,
                     odx=v.odx,
                     label=v.label,
