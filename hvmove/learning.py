@@ -122,7 +122,6 @@ def night_model(
     pairs = [(o.source, o.destination) for o in obs if o.odx]
     pairs += [(m.source_volumes[0], m.destination_volume) for m in moves if m.odx]
     groups = offload_groups(pairs)
-    model = NightModel(throughput.Learner(obs), groups)
     bw: dict[str, float] = {}
     for key, rate in probes.items():
         bw[throughput.volume_resource(key)] = rate
@@ -136,7 +135,9 @@ def night_model(
             for key in (o.source, o.destination):
                 res = throughput.volume_resource(key)
                 bw[res] = max(bw.get(res, 0.0), o.rate)
-    model.bandwidth = bw
+    # the volumes tonight's probes measured (a past copy's rate alone only bounds its volumes
+    # from below: over it, every copy alone would have a ratio of 1)
+    model = NightModel(throughput.Learner(obs, dict(probes)), groups, bw)
     fastest: dict[str, float] = {}
     for m in moves:  # an offload group without history: at least its fastest move alone
         src, dst = m.source_volumes[0], m.destination_volume

@@ -177,7 +177,16 @@ class Learner:
     which can overshoot a copy its own demand held back, so a pair's estimate rests on the copies
     that ran alone whenever it has enough of them."""
 
-    def __init__(self, observations: Iterable[Observation]) -> None:
+    def __init__(
+        self,
+        observations: Iterable[Observation],
+        sources: Mapping[str, float] | None = None,
+    ) -> None:
+        """``sources``: volume key -> its bandwidth as known tonight. A class ratio is taken
+        over the same nominal rate it is applied to (``NightModel.nominal``: the slower of the
+        destination's probe and the source), so a copy from a slow source is not counted slow
+        twice: once in its ratio, again in the next move's nominal."""
+        sources = sources or {}
         self.alone: dict[tuple[str, str, bool], list[float]] = {}
         self.shared: dict[tuple[str, str, bool], list[float]] = {}
         self.ratios: dict[CopyClass, list[float]] = {}
@@ -193,8 +202,9 @@ class Learner:
             clean = o.concurrent <= 1.0 + 1e-6
             (self.alone if clean else self.shared).setdefault(key, []).append(o.standalone_rate())
             if o.probe_rate:
+                nominal = min(o.probe_rate, sources.get(o.source, math.inf))
                 ratios = self.ratios if clean else self.shared_ratios
-                ratios.setdefault(copy_class(o.odx), []).append(o.rate / o.probe_rate)
+                ratios.setdefault(copy_class(o.odx), []).append(o.rate / nominal)
 
     def class_ratios(self, cls: CopyClass) -> list[float]:
         """Observed rate over probe of the class's copies: those that ran alone, topped up with

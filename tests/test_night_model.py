@@ -136,6 +136,30 @@ def test_a_copy_from_a_slower_source_is_planned_at_the_source_pace() -> None:
     assert model.bandwidth["vol:src"] == pytest.approx(100 * MB)
 
 
+def test_a_class_ratio_is_taken_over_the_nominal_it_is_applied_to() -> None:
+    """Past host copies from a slow source ran at 0.9 of that source (90 MB/s beside a 400 MB/s
+    destination probe). Tonight's move from a fast source to a 400 MB/s destination runs at
+    about 0.9 x 400: its ratio is over the slower volume, as ``nominal`` applies it, not over
+    the destination probe (0.225, which counted the slow source twice)."""
+    history = [
+        throughput.Observation("slow", "d1", False, int(90 * MB * 100), 100.0, probe_rate=400 * MB)
+        for _ in range(3)
+    ]
+    move = PlannedMove(
+        id="a",
+        host="hv01",
+        vm="a",
+        source_volumes=["fast"],
+        destination_volume="d2",
+        bytes=GiB,
+        throughput=Throughput(p50=1.0, p90=1.0),
+    )
+    probes = {"slow": 100 * MB, "fast": 400 * MB, "d1": 400 * MB, "d2": 400 * MB}
+    model = learning.night_model(history, [move], probes)
+    est = model.planned(move, 400 * MB, 1.0).throughput
+    assert est.p50 == pytest.approx(360 * MB)
+
+
 # -- learning during the night ---------------------------------------------------------------------
 def test_copies_that_shared_their_volumes_teach_a_class_without_history() -> None:
     # no ODX copy ran alone yet: tonight's ODX copies, each beside others, ran at 5x and 6x
