@@ -272,6 +272,28 @@ def test_planner_beats_fifo_and_meets_the_lower_bound_on_a_small_case() -> None:
     assert plan(moves, VOLUMES, limits, window(), now=START).makespan_seconds == pytest.approx(7200)
 
 
+def test_fast_moves_get_the_slot_before_a_long_copy_holds_it_to_the_window_end() -> None:
+    """One slot, 100 s: three long host copies (100 GiB, 60 s each) and ten fast ODX moves
+    (80 GiB, 5 s each). Longest first starts a long copy, which holds the slot until a second
+    no longer fits: 100 + 8 x 80 GiB. Valued by bytes per slot-second, the fast moves go
+    first and move 800 GiB. No single pull-forward of one move finds it (each ties)."""
+    longs = [move(f"long{i}", hours=60 / 3600, size=100 * GiB, src=f"S{i}") for i in range(3)]
+    fasts = [
+        move(f"odx{i}", hours=5 / 3600, size=80 * GiB, src=f"S{i}", odx=True) for i in range(10)
+    ]
+    # P50 = P90: the durations above are the ones admitted on
+    same = [
+        m.model_copy(update={"throughput": Throughput(p50=m.throughput.p90, p90=m.throughput.p90)})
+        for m in (*longs, *fasts)
+    ]
+    vols = [vol("D"), *(vol(f"S{i}") for i in range(10))]
+    limits = Limits(hosts={"hv01": 1}, source_volume=10, destination_volume=10)
+    end = START + timedelta(seconds=100)
+    sched = plan(same, vols, limits, Window(start=START, end=end), START)
+    assert sched.bytes_admitted == 800 * GiB
+    assert {m.id for m in sched.admitted} == {f"odx{i}" for i in range(10)}
+
+
 def test_inconsistent_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="no concurrency limit for host"):
         plan([move("a", host="hv09")], VOLUMES, WIDE, window(), now=START)

@@ -204,6 +204,7 @@ def _rules(estate: _Estate) -> list[Callable[[_Job], tuple[float, ...]]]:
         lambda j: (-crit(j), -j.d90, j.index),  # longest first on the busiest resource
         lambda j: (-(crit(j) + j.d90), j.index),  # busy resource and long move, blended
         lambda j: (-loads.get(j.resources[0], 0.0), -j.d90, j.index),  # busiest host first
+        lambda j: (-j.move.bytes / j.d90, j.index),  # most bytes per slot-second first
     ]
 
 
