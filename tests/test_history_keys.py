@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from hvmove import batch, prechecks
 from hvmove.lab.history import generate_history
 from hvmove.store import Store
@@ -73,3 +75,25 @@ def test_the_rebalance_reads_odx_copies_from_moves_recorded_under_volume_keys(
     for host, src, dst in seen:
         # bare roots, as the rebalance's own volumes are compared (root_key(vol.root))
         assert "|" not in src and "|" not in dst and src.endswith(":\\"), (host, src, dst)
+
+
+def test_a_time_scaled_labs_history_runs_on_the_labs_clock(tmp_path: Path) -> None:
+    """benchmarks/night.py speeds an 8-hour night up 160x (rate_scale): its probes measure the
+    scaled rates, so past copies must have run at them too. In real-world MB/s beside tonight's
+    scaled probes, an ODX group's one past copy made its offload engine 160x too slow to the
+    planner (no ODX copy of that array ran that night)."""
+    from hvmove.lab.build import build_default
+
+    def history(scale: float) -> list[tuple[float, float]]:
+        estate = build_default(tmp_path / f"lab{scale}", hosts=2, vms=6, seed=7)
+        estate.data.settings.rate_scale = scale
+        url = f"sqlite:///{tmp_path / f'h{scale}.db'}"
+        generate_history(url, days=20, seed=3, lab_estate=estate, end=END)
+        done = [r for r in Store(url).moves() if r.status == "completed"]
+        return [(r.measured_mbps, r.bytes_total / r.copy_seconds) for r in done]
+
+    real, scaled = history(1.0), history(40.0)
+    assert real and len(real) == len(scaled)
+    for (probe1, rate1), (probe40, rate40) in zip(real, scaled, strict=True):
+        assert probe40 == pytest.approx(40 * probe1, rel=1e-6)
+        assert rate40 == pytest.approx(40 * rate1, rel=1e-3)
