@@ -392,11 +392,24 @@ def _tree(root: int) -> list[int]:
 
 
 def _worker_of(run, d: Deployed) -> subprocess.Popen | None:
-    """The worker that started RUN, from its own log ("Worker 'w2' submitting flow run ...")."""
+    """The worker that started RUN: the worker among the ancestors of the process the run
+    executes in (its infrastructure pid); for a run whose process has ended, the worker whose
+    log says it submitted the run and did not abort. A worker logs "submitting flow run" before
+    it asks the server for the run, so two workers racing for one run both log it, and the
+    loser's "Aborted submission" comes after (CI took the first log, killed the night's own
+    worker, and the night never ended)."""
+    workers = {w.pid: w for w in d.workers}
+    pid = int(str(run.infrastructure_pid or 0).rsplit(":", 1)[-1])
+    while pid > 1:
+        if pid in workers:
+            return workers[pid]
+        pid = _ppid(pid)
     for w in d.workers:
         name = w.args[w.args.index("--name") + 1]
-        if f"submitting flow run '{run.id}'" in (d.home / f"{name}.log").read_text(
-            errors="replace"
+        log = (d.home / f"{name}.log").read_text(errors="replace")
+        if (
+            f"submitting flow run '{run.id}'" in log
+            and f"submission of flow run '{run.id}'" not in log
         ):
             return w
     return None
@@ -506,6 +519,8 @@ def test_two_workers_share_a_night_and_a_lost_worker_is_resumed(
         used = {w.pid for w in by_worker.values() if w is not None}
         assert len(used) == 2, by_worker  # the night's moves ran on both workers
         night_worker = _worker_of(client.read_flow_run(first.id), deployed)
+        # every run's worker known: one left out would be killed without being marked lost
+        assert night_worker is not None and None not in by_worker.values(), by_worker
         lost = next(w for w in deployed.workers if w.pid in used and w is not night_worker)
         orphans = [c for c in children if by_worker[c.id] is lost]
         for pid in _tree(lost.pid):  # the machine dies: its worker and its moves' processes
