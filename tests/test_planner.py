@@ -294,6 +294,50 @@ def test_fast_moves_get_the_slot_before_a_long_copy_holds_it_to_the_window_end()
     assert {m.id for m in sched.admitted} == {f"odx{i}" for i in range(10)}
 
 
+def _flat(m: PlannedMove) -> PlannedMove:
+    """P50 = P90: its P90 duration is the one admitted on."""
+    return m.model_copy(
+        update={"throughput": Throughput(p50=m.throughput.p90, p90=m.throughput.p90)}
+    )
+
+
+def test_each_host_gets_the_order_that_moves_most_on_it() -> None:
+    """A window of 100 s, one slot per host. On hv01 one 100 GiB copy fills the window, and its
+    five faster 11 GiB moves (55 GiB) would keep it out; on hv02 ten fast 80 GiB moves beat
+    three long 100 GiB copies (800 against 740 GiB). Every rule for the whole estate gets one
+    host wrong (at most 855 GiB); sorting each host's moves by its own best rule moves 900."""
+    one = [move("a-long", hours=100 / 3600, size=100 * GiB, src="A0")]
+    one += [move(f"a{i}", hours=10 / 3600, size=11 * GiB, src=f"A{i}") for i in range(1, 6)]
+    two = [
+        move(f"b-long{i}", hours=60 / 3600, size=100 * GiB, host="hv02", src=f"B{i}")
+        for i in range(3)
+    ]
+    two += [
+        move(f"b{i}", hours=5 / 3600, size=80 * GiB, host="hv02", src=f"B{i}") for i in range(10)
+    ]
+    vols = [vol("D"), *(vol(f"A{i}") for i in range(6)), *(vol(f"B{i}") for i in range(10))]
+    limits = Limits(hosts={"hv01": 1, "hv02": 1}, source_volume=10, destination_volume=10)
+    end = START + timedelta(seconds=100)
+    moves = [_flat(m) for m in (*one, *two)]
+    sched = plan(moves, vols, limits, Window(start=START, end=end), START)
+    assert sched.bytes_admitted == 900 * GiB
+
+
+def test_short_moves_pack_a_window_a_long_one_would_leave_part_of() -> None:
+    """One slot, 100 s: two 70 GiB copies of 70 s and four 24 GiB moves of 25 s each (a little
+    slower per second). Longest or fastest first leaves 5 s unused (94 GiB); shortest first
+    fills the window (96 GiB). (Two long ones: moving one of them back alone gains nothing.)"""
+    moves = [_flat(move(f"long{i}", hours=70 / 3600, size=70 * GiB, src=f"S{i}")) for i in (0, 5)]
+    moves += [
+        _flat(move(f"s{i}", hours=25 / 3600, size=24 * GiB, src=f"S{i}")) for i in range(1, 5)
+    ]
+    vols = [vol("D"), *(vol(f"S{i}") for i in range(6))]
+    limits = Limits(hosts={"hv01": 1}, source_volume=10, destination_volume=10)
+    end = START + timedelta(seconds=100)
+    sched = plan(moves, vols, limits, Window(start=START, end=end), START)
+    assert sched.bytes_admitted == 96 * GiB
+
+
 def test_inconsistent_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="no concurrency limit for host"):
         plan([move("a", host="hv09")], VOLUMES, WIDE, window(), now=START)
