@@ -318,7 +318,8 @@ def _report(done, flying, pending, truth, first_plan) -> None:  # type: ignore[n
     for f in sorted(done, key=lambda f: f.started):
         d = truth[f.move.id].demand
         print(
-            f"  {f.move.vm:14} {'odx' if f.move.odx else 'host'} {f.move.bytes / 2**40:6.2f}TiB "
+            f"  {f.move.vm:14} {f.move.host} {'odx' if f.move.odx else 'host'} "
+            f"{f.move.bytes / 2**40:6.2f}TiB "
             f"start {f.started:6.1f} end {f.end:6.1f} p50 {f.p50_end:6.1f} p90 {f.p90_end:6.1f} "
             f"p50rate/demand {f.move.throughput.p50 / d:5.2f} p90/demand "
             f"{f.move.throughput.p90 / d:5.2f} planned/demand {f.rate / d:5.2f}"
@@ -328,7 +329,7 @@ def _report(done, flying, pending, truth, first_plan) -> None:  # type: ignore[n
     for m in pending.values():
         d = truth[m.id].demand
         print(
-            f"  left {m.vm:14} {'odx' if m.odx else 'host'} {m.bytes / 2**40:6.2f}TiB "
+            f"  left {m.vm:14} {m.host} {'odx' if m.odx else 'host'} {m.bytes / 2**40:6.2f}TiB "
             f"alone {m.bytes / d:6.1f}s p50/demand {m.throughput.p50 / d:5.2f}"
         )
 

@@ -180,13 +180,16 @@ class Learner:
     def __init__(
         self,
         observations: Iterable[Observation],
-        sources: Mapping[str, float] | None = None,
+        volumes: Mapping[str, float] | None = None,
     ) -> None:
-        """``sources``: volume key -> its bandwidth as known tonight. A class ratio is taken
+        """``volumes``: volume key -> its bandwidth as known tonight. A class ratio is taken
         over the same nominal rate it is applied to (``NightModel.nominal``: the slower of the
         destination's probe and the source), so a copy from a slow source is not counted slow
-        twice: once in its ratio, again in the next move's nominal."""
-        sources = sources or {}
+        twice: once in its ratio, again in the next move's nominal. A host copy's rate alone is
+        at most its slower volume's bandwidth: the concurrency correction (observed rate times
+        the copies that shared its volumes) overshoots a copy that one busy volume held back
+        while the other had room, and a pair estimate that fast overran its P90."""
+        volumes = volumes or {}
         self.alone: dict[tuple[str, str, bool], list[float]] = {}
         self.shared: dict[tuple[str, str, bool], list[float]] = {}
         self.ratios: dict[CopyClass, list[float]] = {}
@@ -200,9 +203,14 @@ class Learner:
                 continue
             key = (o.source, o.destination, o.odx)
             clean = o.concurrent <= 1.0 + 1e-6
-            (self.alone if clean else self.shared).setdefault(key, []).append(o.standalone_rate())
+            ceiling = math.inf
+            if not o.odx:
+                ends = (volumes.get(o.source, math.inf), volumes.get(o.destination, math.inf))
+                ceiling = min(*ends, o.probe_rate or math.inf)
+            alone = o.standalone_rate(ceiling)
+            (self.alone if clean else self.shared).setdefault(key, []).append(alone)
             if o.probe_rate:
-                nominal = min(o.probe_rate, sources.get(o.source, math.inf))
+                nominal = min(o.probe_rate, volumes.get(o.source, math.inf))
                 ratios = self.ratios if clean else self.shared_ratios
                 ratios.setdefault(copy_class(o.odx), []).append(o.rate / nominal)
 

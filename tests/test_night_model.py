@@ -160,6 +160,20 @@ def test_a_class_ratio_is_taken_over_the_nominal_it_is_applied_to() -> None:
     assert est.p50 == pytest.approx(360 * MB)
 
 
+def test_a_shared_copy_corrected_for_concurrency_is_never_faster_than_its_slower_volume() -> None:
+    """Three copies a->b that each shared their volumes with two others ran at 60 MB/s: times
+    three, 180 MB/s alone, but a is a 100 MB/s volume (the busy side was b). A pair estimate of
+    180 planned tonight's a->b copy 1.8x too fast, past its P90."""
+    tonight = [
+        throughput.Observation("a", "b", False, int(60 * MB * 100), 100.0, 3.0, 400 * MB)
+        for _ in range(3)
+    ]
+    est = throughput.Learner(tonight, {"a": 100 * MB, "b": 400 * MB}).estimate(
+        "a", "b", False, 100 * MB, 1.0
+    )
+    assert est.source == "pair" and est.p50 == pytest.approx(100 * MB)
+
+
 # -- learning during the night ---------------------------------------------------------------------
 def test_copies_that_shared_their_volumes_teach_a_class_without_history() -> None:
     # no ODX copy ran alone yet: tonight's ODX copies, each beside others, ran at 5x and 6x
