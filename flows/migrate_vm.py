@@ -8,7 +8,9 @@ looks at the host before it acts.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
@@ -62,8 +64,11 @@ def migrate_vm(
     batch: str | None = None,
     reserved: dict[str, int] | None = None,
     poll_seconds: Annotated[float, Field(gt=0, le=600)] = 2.0,
+    not_before: datetime | None = None,
 ) -> Any:
-    """Move one VM's storage. The parameters are typed (mode is a choice, numbers have ranges):
+    """Move one VM's storage. NOT_BEFORE: the copy waits for it once the prechecks passed (a
+    night starts its first moves before its window, so they are ready to copy at its start).
+    The parameters are typed (mode is a choice, numbers have ranges):
     the UI's Run form offers only valid values, and the server refuses a bad one at run
     creation. The move is then checked like a plan entry, the same one-line error as the CLI,
     before anything starts.
@@ -91,7 +96,14 @@ def migrate_vm(
     # builds its own, and each loads the CA bundle into a fresh TLS context (about 20 ms apiece,
     # 0.2 s per move measured with benchmarks/overhead.py), even for an http:// API.
     with SyncClientContext.get_or_create():
-        return run_move(cfg, request, batch=batch, reserved=reserved, poll_seconds=poll_seconds)
+        return run_move(
+            cfg,
+            request,
+            batch=batch,
+            reserved=reserved,
+            poll_seconds=poll_seconds,
+            not_before=not_before,
+        )
 
 
 def run_move(
@@ -101,6 +113,7 @@ def run_move(
     batch: str | None = None,
     reserved: dict[str, int] | None = None,
     poll_seconds: float = 2.0,
+    not_before: datetime | None = None,
 ) -> Any:
     """The five steps of one move, in the host session the library opens, ending in a state
     that says what happened: Completed, Cancelled(Blocked), Cancelled, or the step's error."""
@@ -111,7 +124,7 @@ def run_move(
         label_run(tags=runinfo.move_tags(move.host, move.vm, batch))
         _announce(move)
         try:
-            held = _steps(cfg, move, reserved, poll_seconds)
+            held = _steps(cfg, move, reserved, poll_seconds, not_before)
         except pipeline.Blocked as exc:
             return _blocked(move, exc)
         except Exception as exc:
@@ -178,7 +191,11 @@ def _announce(move: _Move) -> None:
 
 
 def _steps(
-    cfg: Config, move: _Move, reserved: dict[str, int] | None, poll_seconds: float
+    cfg: Config,
+    move: _Move,
+    reserved: dict[str, int] | None,
+    poll_seconds: float,
+    not_before: datetime | None = None,
 ) -> Any | None:
     """prechecks -> copy -> cutover -> verify -> cleanup; a state instead of None when the move
     holds for the cleanup approval."""
@@ -189,6 +206,8 @@ def _steps(
     move.already_done = report.already_done
     move.done("prechecks")
     move.step = "copy"
+    if not report.already_done:
+        _wait_until(not_before)
     # quote(): the request and host list are inputs, not results of prechecks (Prefect would link
     # them to it and draw edges that are not the steps' order)
     copied = copy_task(
@@ -215,6 +234,20 @@ def _steps(
         cleanup_task(client, store, move_id, request.vm, quote(cfg.hosts), ask, wait_for=[verified])
     move.done("cleanup")
     return None
+
+
+def _wait_until(not_before: datetime | None) -> None:
+    """Hold a move whose prechecks passed until its copy may start. The copy step looks at the
+    host again before it acts, so a wait changes nothing it relies on."""
+    if not_before is None:
+        return
+    at = not_before if not_before.tzinfo else not_before.replace(tzinfo=UTC)
+    left = (at - datetime.now(UTC)).total_seconds()
+    if left > 0:
+        get_run_logger().info(
+            "prechecks passed; the copy starts at %s", at.isoformat(timespec="seconds")
+        )
+        time.sleep(left)
 
 
 def _blocked(move: _Move, exc: pipeline.Blocked) -> Any:

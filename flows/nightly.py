@@ -49,6 +49,7 @@ class InFlight:
     expected_p50: datetime | None = None
     rate: float | None = None  # planned P90 rate (bytes/s) with shared bandwidth
     copy_seen: bool = False  # its copy's start is known (and counted in the startups)
+    early: bool = False  # started before the window: its start-up is not one a later move has
 
 
 @task(name="plan-prechecks", cache_policy=NO_CACHE, persist_result=False)
@@ -72,7 +73,11 @@ def night_name() -> str:
 
 
 def move_params(
-    cfg: Config, move: ResolvedMove, batch_id: str, poll_seconds: float
+    cfg: Config,
+    move: ResolvedMove,
+    batch_id: str,
+    poll_seconds: float,
+    not_before: datetime | None = None,
 ) -> dict[str, Any]:
     req = move.request
     return {
@@ -90,6 +95,7 @@ def move_params(
         "config": str(cfg.path),
         "batch": batch_id,
         "poll_seconds": poll_seconds,
+        **({"not_before": not_before.isoformat()} if not_before else {}),
     }
 
 
@@ -234,8 +240,9 @@ class _Launch:
     batch_id: str
     poll_seconds: float
 
-    def start(self, move_id: str) -> Handle:
-        params = move_params(self.cfg, self.inputs.by_id[move_id], self.batch_id, self.poll_seconds)
+    def start(self, move_id: str, not_before: datetime | None = None) -> Handle:
+        move = self.inputs.by_id[move_id]
+        params = move_params(self.cfg, move, self.batch_id, self.poll_seconds, not_before)
         return self.launch.start(params)
 
 
@@ -287,7 +294,7 @@ def _start_and_follow(
         )
         deferred.clear()
         deferred.update({m.id: m.detail for m in sched.deferred})
-        _start_due(run, sched, now, pending, flying)
+        _start_due(run, sched, now, win.start, pending, flying)
         if not flying:
             if not sched.admitted:
                 break  # nothing running and nothing more fits: the rest waits for another night
@@ -305,15 +312,27 @@ def _start_due(
     run: _Launch,
     sched: planner.Schedule,
     now: datetime,
+    window_start: datetime,
     pending: dict[str, planner.PlannedMove],
     flying: dict[str, InFlight],
 ) -> None:
+    """Start the moves due now. Before the window, the moves due at its start are started at
+    once and wait in their own run, prechecks done, for the window: their copies begin at its
+    start instead of after a burst of run start-ups and prechecks inside it."""
     log = get_run_logger()
-    for due in sched.due(now):
+    early = now < window_start
+    at = window_start if early else now
+    for due in sched.due(at):
         move = pending.pop(due.id)
-        job = run.start(due.id)
+        job = run.start(due.id, not_before=window_start if early else None)
         flying[due.id] = InFlight(
-            move, now, due.finish_p90, job, expected_p50=due.finish_p50, rate=due.rate_p90
+            move,
+            at,
+            due.finish_p90,
+            job,
+            expected_p50=due.finish_p50,
+            rate=due.rate_p90,
+            early=early,
         )
         log.info(
             "start %s on %s (%.1f GiB, P90 finish %s)",
@@ -413,7 +432,8 @@ def _observe_startups(
         began = learning.copy_started(store, f.move.host, inputs.by_id[f.move.id].vm.id)
         if began is not None:
             f.copy_seen = True
-            startups.append(max(0.0, (began - f.started).total_seconds()))
+            if not f.early:
+                startups.append(max(0.0, (began - f.started).total_seconds()))
 
 
 def _planned(f: InFlight) -> dict[str, Any]:

@@ -41,17 +41,20 @@ def copy_task(
             description=f"Copy of {request.vm} on {request.host} -> "
             f"{request.destination_summary()}",
         )
-        last_log = 0.0
+        last_log = shown_at = 0.0
 
         shown = -1
         gate = ProgressGate()
         record = store.get(move_id)
 
         def on_progress(p: pipeline.Progress) -> None:
-            nonlocal last_log, shown
-            if artifact is not None and p.percent != shown:  # one API call per change only
+            nonlocal last_log, shown, shown_at
+            # one API write per change, and at most as often as the log line: a night of dozens
+            # of copies polling every second made the server's SQLite busy (503s failed moves)
+            now = time.monotonic()
+            if artifact is not None and p.percent != shown and now - shown_at >= log_every_s:
                 update_progress_artifact(artifact_id=artifact, progress=float(p.percent))
-                shown = p.percent
+                shown, shown_at = p.percent, now
             if gate.due(p.percent, time.monotonic()):
                 emit(
                     "hvmove.move.progress",
