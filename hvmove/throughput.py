@@ -165,7 +165,11 @@ def points(values: Sequence[float]) -> tuple[float, float]:
     ordered = sorted(values)
     median = statistics.median(ordered)
     if len(ordered) >= 10:
-        tail = statistics.quantiles(ordered, n=10, method="inclusive")[0]
+        # the 'exclusive' estimate (position 0.1 x (n + 1)): a new copy falls below the k-th
+        # slowest of n with chance k / (n + 1), so it covers nine in ten on average; the
+        # 'inclusive' one (position 1 + 0.1 x (n - 1)) is the 2nd slowest of 11, which a new
+        # copy falls below one time in six: P90 finishes were P83s
+        tail = statistics.quantiles(ordered, n=10, method="exclusive")[0]
     else:  # few samples: the slowest seen, and never less pessimistic than 0.8 of the median
         tail = min(ordered[0], 0.8 * median)
     return median, min(tail, median)

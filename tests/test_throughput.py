@@ -236,3 +236,12 @@ def test_offload_groups_join_volumes_through_odx_copies() -> None:
     assert groups["x"] == groups["y"] == "x"
     assert learning.shares_of("c", "a", True, groups) == ["odx:a"]
     assert learning.shares_of("c", "z", False, groups) == ["vol:c", "vol:z"]
+
+
+def test_the_p90_rate_of_many_copies_covers_nine_in_ten_new_ones() -> None:
+    """Eleven rates 1..11: a new copy is slower than the k-th slowest with chance k/12, so the
+    rate nine in ten reach lies at 1.2 (between the slowest two), not at the 2nd slowest (2.0,
+    which one copy in six misses)."""
+    p50, p90 = throughput.points([float(r) for r in range(1, 12)])
+    assert p50 == 6.0
+    assert p90 == pytest.approx(1.2)
