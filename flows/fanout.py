@@ -15,11 +15,13 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
+import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import WorkerStatus
 from prefect.deployments import run_deployment
+from prefect.exceptions import PrefectHTTPStatusError
 
 from hvmove.config import Config
 from hvmove.errors import ConfigError
@@ -34,11 +36,25 @@ class Launcher(Protocol):
     def start(self, params: dict[str, Any]) -> Handle: ...
 
 
+def api_unavailable(task: Any, task_run: Any, state: Any) -> bool:
+    """A move whose run could not even be created or recorded: the Prefect API answered 5xx
+    (a busy server's SQLite answers 503) or could not be reached. Retried, because running
+    migrate-vm again is safe by design: it resumes from the store and each step looks at the
+    host before it acts. Anything else (the move's own failure) is not retried."""
+    exc = state.data
+    if isinstance(exc, PrefectHTTPStatusError):
+        return exc.response.status_code >= 500
+    return isinstance(exc, httpx.TransportError)
+
+
 @task(
     name="move",
     task_run_name="move-{params[vm]}-on-{params[host]}",
     cache_policy=NO_CACHE,
     persist_result=False,
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=api_unavailable,
 )
 def move_task(params: dict[str, Any]) -> str:
     from flows.migrate_vm import migrate_vm
