@@ -180,8 +180,17 @@ def _dump(
                 "job_start": j["start"].isoformat() if j else None,
                 "job_end": j["end"].isoformat() if j else None,
                 "job_state": j["job_state"] if j else None,
-                "status": r.get("status"),
-                "started_at": r.get("started_at"),
+                "status": "moved" if r else None,
+                # the night's summary has the plan's P90 finish and duration: their difference
+                # is when the night started the move
+                "started_at": (
+                    (
+                        datetime.fromisoformat(r["planned_finish_p90"])
+                        - timedelta(seconds=r["planned_p90_s"])
+                    ).isoformat()
+                    if r.get("planned_finish_p90") and r.get("planned_p90_s") is not None
+                    else None
+                ),
                 "planned_p50_s": r.get("planned_p50_s"),
                 "planned_p90_s": r.get("planned_p90_s"),
                 "planned_finish_p90": r.get("planned_finish_p90"),
