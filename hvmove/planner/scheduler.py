@@ -80,7 +80,8 @@ class _Sim:
         heapq.heappush(self.ends, (end, seq, resources, shares, rate))
 
     def free(self, job: _Job) -> bool:
-        return all(self.busy.get(r, 0) < self.estate.cap(r) for r in job.resources)
+        caps, busy = self.estate.caps, self.busy  # the planner's hottest line: no calls
+        return all(busy.get(r, 0) < caps[r] for r in job.resources)
 
     def release_until(self, t: float) -> None:
         while self.ends and self.ends[0][0] <= t:
@@ -235,8 +236,12 @@ def _per_host(
         slots = [i for i, j in enumerate(order) if j.resources[0] == host]
         if len(slots) < 2:
             continue
+        tried = [[order[i].index for i in slots]]
         for rule in rules:
             mine = sorted((order[i] for i in slots), key=rule)
+            if [j.index for j in mine] in tried:  # one host's rules often agree: run each once
+                continue
+            tried.append([j.index for j in mine])
             candidate = list(order)
             for i, job in zip(slots, mine, strict=True):
                 candidate[i] = job
