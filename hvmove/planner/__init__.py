@@ -29,8 +29,9 @@ The model, in short:
 
 The scheduler is an event-driven list scheduler: at each instant a slot frees it starts, in
 priority order, every waiting move whose slots are all free. Several priority rules are tried
-(longest first, longest first on the most loaded resource, ...), then a few seeded reorderings of
-the best one; the schedule that admits the most bytes, then finishes first, wins.
+(longest first, longest first on the most loaded resource, most bytes per slot-second, shortest
+first, ...), then each host's moves re-sorted by each rule in the best order's places, then a
+few seeded reorderings; the schedule that admits the most bytes, then finishes first, wins.
 ``lower_bound`` is the matching bound: no schedule in this model can finish before the busiest
 resource's work (move-seconds at the planned rates) divided by its slots, which for a volume whose
 moves are all bandwidth-bound is its bytes over its bandwidth.
