@@ -14,7 +14,7 @@ from hvmove import planner, prechecks
 from hvmove.config import Config, HostConfig
 from hvmove.errors import ConfigError
 from hvmove.hyperv.client import HostClient
-from hvmove.hyperv.prefetch import HostSnapshot
+from hvmove.hyperv.prefetch import HostSnapshot, SharedProbes
 from hvmove.inventory import HostInventory
 from hvmove.models import MoveRequest, PrecheckReport
 from hvmove.plans import ResolvedMove
@@ -374,8 +374,9 @@ def host_snapshots(
     for move in moves:
         req = move.request
         items[req.host].append(batched.Item(req, options_for(cfg, req), move.vm.id))
+    shared = SharedProbes()
     with ThreadPoolExecutor(max_workers=min(16, len(items)) or 1) as pool:
-        found = pool.map(lambda h: batched.snapshot(clients[h], items[h]), list(items))
+        found = pool.map(lambda h: batched.snapshot(clients[h], items[h], shared), list(items))
         return dict(zip(list(items), found, strict=True))
 
 

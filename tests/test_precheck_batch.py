@@ -255,3 +255,41 @@ def test_reads_in_chunks_give_the_same_reports(lab: Lab, monkeypatch: pytest.Mon
     assert [_comparable(r) for r in cut] == [_comparable(r) for r in whole]
     assert calls["Get-PrecheckFacts"] == 4 + 1  # 10 VMs on hv01 by 3, 2 on hv02
     assert calls["Get-VolumeInfo"] > 2 and calls["Get-VHDFacts"] > 2
+
+
+def test_a_volume_several_hosts_see_is_probed_once_for_the_batch(tmp_path: Path) -> None:
+    """Probed by every host at once, a share measured its bandwidth split between the probes
+    (0.17 of it with six hosts) and the night planned every copy to it that much slower."""
+    from hvmove.store import Store
+
+    def estate(e: Any) -> None:
+        for host, vm in (("hv01", "web01"), ("hv01", "sql01"), ("hv02", "dc01"), ("hv02", "dc02")):
+            add_vm(e, host, vm, disks=[(20 * GiB, 0.5, "Dynamic")])
+
+    lab = make_lab(tmp_path, populate=estate)
+    try:
+        store = Store(lab.config.store_url())
+        plan = tmp_path / "plan.yaml"
+        plan.write_text(
+            "moves:\n"
+            "  - {host: hv01, vm: web01, destination: '\\\\fs01\\vmstore\\web01'}\n"
+            "  - {host: hv02, vm: dc01, destination: '\\\\fs01\\vmstore\\dc01'}\n"
+            "  - {host: hv01, vm: sql01, destination: 'F:\\VMs\\sql01'}\n"
+            "  - {host: hv02, vm: dc02, destination: 'F:\\VMs\\dc02'}\n"
+        )
+        moves, _ = batch.load_and_resolve(lab.config, plan, store)
+        before = len(lab.server.scripts.calls)
+        reports = batch.precheck_all(lab.config, moves, reserve=False, store=store)
+        probed = Counter(
+            (host, str(params["DestinationPath"])[:7])
+            for host, script, params in lab.server.scripts.calls[before:]
+            if script == "Measure-Bandwidth"
+        )
+        # the share once, by whichever host came first; each host's own F: by that host
+        share = [n for (_, where), n in probed.items() if where == "\\\\fs01\\"]
+        assert share == [1], probed
+        assert probed[("hv01", "F:\\VMs\\")] == probed[("hv02", "F:\\VMs\\")] == 1, probed
+        by_vm = {m.vm.name: r for m, r in zip(moves, reports, strict=True)}
+        assert by_vm["web01"].mbps and by_vm["web01"].mbps == by_vm["dc01"].mbps
+    finally:
+        lab.server.stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hvmove.hyperv.client import HostClient
-from hvmove.hyperv.prefetch import HostSnapshot
+from hvmove.hyperv.prefetch import HostSnapshot, SharedProbes
 from hvmove.layout import layout
 from hvmove.models import MoveRequest
 from hvmove.prechecks.common import Options
@@ -25,9 +25,12 @@ class Item:
     vm_id: str
 
 
-def snapshot(client: HostClient, items: list[Item]) -> HostSnapshot:
-    """The host as the prechecks of ``items`` (moves on this host) will read it."""
-    snap = HostSnapshot(client)
+def snapshot(
+    client: HostClient, items: list[Item], shared: SharedProbes | None = None
+) -> HostSnapshot:
+    """The host as the prechecks of ``items`` (moves on this host) will read it; ``shared``:
+    the batch's probes of volumes other hosts see too."""
+    snap = HostSnapshot(client, shared)
     vms = snap.read_vms([i.vm_id for i in items])
     volume_paths: list[str] = []
     vhd_paths: list[str] = []
