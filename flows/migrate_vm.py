@@ -9,7 +9,7 @@ looks at the host before it acts.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -65,9 +65,12 @@ def migrate_vm(
     reserved: dict[str, int] | None = None,
     poll_seconds: Annotated[float, Field(gt=0, le=600)] = 2.0,
     not_before: datetime | None = None,
+    measured_mbps: Annotated[float, Field(gt=0)] | None = None,
 ) -> Any:
     """Move one VM's storage. NOT_BEFORE: the copy waits for it once the prechecks passed (a
     night starts its first moves before its window, so they are ready to copy at its start).
+    MEASURED_MBPS: the destination's bandwidth as a night's prechecks measured it; the move's
+    prechecks use it instead of probing again beside the night's other moves.
     The parameters are typed (mode is a choice, numbers have ranges):
     the UI's Run form offers only valid values, and the server refuses a bad one at run
     creation. The move is then checked like a plan entry, the same one-line error as the CLI,
@@ -103,6 +106,7 @@ def migrate_vm(
             reserved=reserved,
             poll_seconds=poll_seconds,
             not_before=not_before,
+            measured_mbps=measured_mbps,
         )
 
 
@@ -114,6 +118,7 @@ def run_move(
     reserved: dict[str, int] | None = None,
     poll_seconds: float = 2.0,
     not_before: datetime | None = None,
+    measured_mbps: float | None = None,
 ) -> Any:
     """The five steps of one move, in the host session the library opens, ending in a state
     that says what happened: Completed, Cancelled(Blocked), Cancelled, or the step's error."""
@@ -124,7 +129,7 @@ def run_move(
         label_run(tags=runinfo.move_tags(move.host, move.vm, batch))
         _announce(move)
         try:
-            held = _steps(cfg, move, reserved, poll_seconds, not_before)
+            held = _steps(cfg, move, reserved, poll_seconds, not_before, measured_mbps)
         except pipeline.Blocked as exc:
             return _blocked(move, exc)
         except Exception as exc:
@@ -196,13 +201,15 @@ def _steps(
     reserved: dict[str, int] | None,
     poll_seconds: float,
     not_before: datetime | None = None,
+    measured_mbps: float | None = None,
 ) -> Any | None:
     """prechecks -> copy -> cutover -> verify -> cleanup; a state instead of None when the move
     holds for the cleanup approval."""
     client, store, move_id, request = move.client, move.store, move.move_id, move.session.request
     keep = request.keep_source_until_verified
     keep = cfg.defaults.keep_source_until_verified if keep is None else keep
-    report = prechecks_task(client, store, move_id, request, options_for(cfg, request), reserved)
+    options = replace(options_for(cfg, request), measured_mbps=measured_mbps)
+    report = prechecks_task(client, store, move_id, request, options, reserved)
     move.already_done = report.already_done
     move.done("prechecks")
     move.step = "copy"

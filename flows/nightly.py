@@ -78,6 +78,7 @@ def move_params(
     batch_id: str,
     poll_seconds: float,
     not_before: datetime | None = None,
+    measured: float | None = None,
 ) -> dict[str, Any]:
     req = move.request
     return {
@@ -96,6 +97,7 @@ def move_params(
         "batch": batch_id,
         "poll_seconds": poll_seconds,
         **({"not_before": not_before.isoformat()} if not_before else {}),
+        **({"measured_mbps": round(measured / 1e6, 1)} if measured else {}),
     }
 
 
@@ -242,7 +244,9 @@ class _Launch:
 
     def start(self, move_id: str, not_before: datetime | None = None) -> Handle:
         move = self.inputs.by_id[move_id]
-        params = move_params(self.cfg, move, self.batch_id, self.poll_seconds, not_before)
+        # the night's own probe of the destination: moves started together do not probe again
+        measured = self.inputs.probes.get(move_id)
+        params = move_params(self.cfg, move, self.batch_id, self.poll_seconds, not_before, measured)
         return self.launch.start(params)
 
 

@@ -119,3 +119,39 @@ def test_a_held_move_prechecks_first_and_copies_from_not_before(prefect_api: str
     job = lab.server.engine.jobs_of(web.id)[0]
     began = datetime.fromtimestamp(job.started, UTC)
     assert prechecked and prechecked[0] < not_before <= began, (prechecked, not_before, began)
+
+
+@pytest.mark.slow
+def test_a_move_given_the_nights_probe_does_not_probe_again(prefect_api: str, lab: Lab) -> None:
+    """Moves a night starts together would each probe their destination beside the others and
+    record a shared figure, which later nights learn from as if it were the volume's."""
+    from flows.migrate_vm import migrate_vm
+    from flows.nightly import move_params
+
+    before = len(lab.server.scripts.calls)
+    state = migrate_vm(
+        host="hv01",
+        vm="web01",
+        destination="E:\\VMs\\web01",
+        config=str(lab.dir / "hvmove.yaml"),
+        poll_seconds=0.1,
+        measured_mbps=123.4,
+        return_state=True,
+    )
+    assert state.is_completed(), state
+    scripts = [c[1] for c in lab.server.scripts.calls[before:]]
+    assert "Measure-Bandwidth" not in scripts and "Start-StorageMove" in scripts
+    record = Store(lab.config.store_url()).moves()[0]
+    assert record.measured_mbps == 123.4
+    # and the night hands each move its own batch probe (bytes/s there, MB/s here)
+    night_move = next(iter(_resolved(lab)))
+    assert move_params(lab.config, night_move, "b", 1.0, None, 2.5e8)["measured_mbps"] == 250.0
+    assert "measured_mbps" not in move_params(lab.config, night_move, "b", 1.0)
+
+
+def _resolved(lab: Lab) -> list[Any]:
+    from hvmove import batch
+
+    plan = lab.dir / "one.yaml"
+    plan.write_text("moves:\n  - {host: hv01, vm: sql01, destination: 'F:\\VMs\\sql01'}\n")
+    return batch.load_and_resolve(lab.config, plan, Store(lab.config.store_url()))[0]

@@ -22,6 +22,9 @@ class Options:
     headroom_percent: float = 10.0
     probe_mib: int = 64
     probe: bool = True
+    # the destination's bandwidth as a batch's prechecks measured it (MB/s): used instead of a
+    # probe of its own, so moves a night starts together do not measure each other
+    measured_mbps: float | None = None
     allow_checkpoints: bool = True
     keep_source: bool = True  # keep_source_until_verified: the WMI path with AvoidRemovingVHDs
 

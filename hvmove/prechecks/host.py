@@ -105,6 +105,9 @@ def speed(
     if not options.probe:
         return
     folder = paths.probe_folder
+    if options.measured_mbps:
+        _eta(report, add, options.measured_mbps, options.probe_mib, "by the batch's prechecks")
+        return
     try:
         probe = client.bandwidth(folder, options.probe_mib)
     except (PermanentError, TransientError) as exc:
@@ -123,7 +126,10 @@ def speed(
             )
         )
         return
-    mbps = min(probe.write_mbps, probe.read_mbps)
+    _eta(report, add, min(probe.write_mbps, probe.read_mbps), options.probe_mib, "now")
+
+
+def _eta(report: PrecheckReport, add: Add, mbps: float, probe_mib: int, when: str) -> None:
     report.mbps = mbps
     report.eta_seconds = report.bytes_to_copy / (mbps * 1e6) if mbps > 0 else None
     eta = duration(report.eta_seconds)
@@ -131,13 +137,9 @@ def speed(
         Check(
             name="bandwidth",
             status="pass",
-            detail=f"{mbps:,.0f} MB/s measured at the destination; ETA {eta} for "
+            detail=f"{mbps:,.0f} MB/s measured at the destination ({when}); ETA {eta} for "
             f"{report.bytes_to_copy / GiB:,.1f} GiB"
             + (" (ODX will likely be faster)" if report.odx else ""),
-            numbers={
-                "mbps": mbps,
-                "eta_seconds": report.eta_seconds,
-                "probe_mib": options.probe_mib,
-            },
+            numbers={"mbps": mbps, "eta_seconds": report.eta_seconds, "probe_mib": probe_mib},
         )
     )
