@@ -8,7 +8,6 @@ looks at the host before it acts.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -213,8 +212,6 @@ def _steps(
     move.already_done = report.already_done
     move.done("prechecks")
     move.step = "copy"
-    if not report.already_done:
-        _wait_until(not_before)
     # quote(): the request and host list are inputs, not results of prechecks (Prefect would link
     # them to it and draw edges that are not the steps' order)
     copied = copy_task(
@@ -225,6 +222,7 @@ def _steps(
         retain_source=keep,
         poll_s=poll_seconds,
         silence_s=cfg.defaults.host_silence_minutes * 60,
+        not_before=_aware(not_before),
         wait_for=[report],  # the run graph draws the five steps as a chain
     )
     move.done("copy", bytes=copied.get("bytes"), seconds=copied.get("seconds"))
@@ -243,18 +241,8 @@ def _steps(
     return None
 
 
-def _wait_until(not_before: datetime | None) -> None:
-    """Hold a move whose prechecks passed until its copy may start. The copy step looks at the
-    host again before it acts, so a wait changes nothing it relies on."""
-    if not_before is None:
-        return
-    at = not_before if not_before.tzinfo else not_before.replace(tzinfo=UTC)
-    left = (at - datetime.now(UTC)).total_seconds()
-    if left > 0:
-        get_run_logger().info(
-            "prechecks passed; the copy starts at %s", at.isoformat(timespec="seconds")
-        )
-        time.sleep(left)
+def _aware(at: datetime | None) -> datetime | None:
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
 
 
 def _blocked(move: _Move, exc: pipeline.Blocked) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from hvmove import models, prechecks, shared_storage
@@ -104,10 +105,15 @@ def run_copy(
     slot_wait_s: float = 3600.0,
     silence_s: float = DEFAULT_SILENCE_S,
     appear_wait_s: float = 120.0,
+    not_before: datetime | None = None,
 ) -> dict[str, Any]:
     """retain_source is keep_source_until_verified: start through WMI with AvoidRemovingVHDs
     (every source copy stays for cleanup to delete after verification), else Move-VMStorage
-    (Hyper-V deletes the moved disks' source at the switch)."""
+    (Hyper-V deletes the moved disks' source at the switch). NOT_BEFORE: wait until then
+    first, then look at the host and start: a move a night started before its window is
+    ready to copy at its start, with only these host calls left to make."""
+    if not_before is not None:
+        time.sleep(max(0.0, (not_before - datetime.now(UTC)).total_seconds()))
     record = store.get(move_id)
     status = client.move_status(record.vm_id)
     if status.job is not None and status.job.running:

@@ -5,6 +5,7 @@ artifact, with MB/s and ETA in the log every few seconds and in `hvmove.move.pro
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -33,8 +34,13 @@ def copy_task(
     poll_s: float = 2.0,
     log_every_s: float = 5.0,
     silence_s: float = 900.0,
+    not_before: datetime | None = None,
 ) -> dict:
     log = get_run_logger()
+    if not_before is not None and not_before > datetime.now(UTC):
+        log.info(
+            "prechecks passed; the copy starts at %s", not_before.isoformat(timespec="seconds")
+        )
     with recorded(store, move_id, "copy") as set_state:
         artifact = create_progress_artifact(
             progress=0.0,
@@ -84,6 +90,7 @@ def copy_task(
                 poll_s=poll_s,
                 on_progress=on_progress,
                 silence_s=silence_s,
+                not_before=not_before,
             )
         except pipeline.StepFailed:
             # the job ended because hvmove asked it to stop (the window's end, an operator's
