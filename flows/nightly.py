@@ -49,9 +49,9 @@ class InFlight:
     expected_p50: datetime | None = None
     rate: float | None = None  # planned P90 rate (bytes/s) with shared bandwidth
     copy_seen: bool = False  # its copy's start is known (and counted in the startups)
-    # when its run was started: before ``started`` (its planned start) for a move started ahead
-    # of the window, which waits in its copy step; its start-up counts from here
-    launched: datetime | None = None
+    # started ahead of the window (it waits in its copy step): its start-up, one of a burst of
+    # runs and prechecks side by side, is not one a move started mid-night has
+    early: bool = False
 
 
 @task(name="plan-prechecks", cache_policy=NO_CACHE, persist_result=False)
@@ -338,7 +338,7 @@ def _start_due(
             job,
             expected_p50=due.finish_p50,
             rate=due.rate_p90,
-            launched=now,
+            early=early,
         )
         log.info(
             "start %s on %s (%.1f GiB, P90 finish %s)",
@@ -438,7 +438,8 @@ def _observe_startups(
         began = learning.copy_started(store, f.move.host, inputs.by_id[f.move.id].vm.id)
         if began is not None:
             f.copy_seen = True
-            startups.append(max(0.0, (began - (f.launched or f.started)).total_seconds()))
+            if not f.early:
+                startups.append(max(0.0, (began - f.started).total_seconds()))
 
 
 def _planned(f: InFlight) -> dict[str, Any]:
