@@ -99,7 +99,8 @@ def move_params(
         "batch": batch_id,
         "poll_seconds": poll_seconds,
         **({"not_before": not_before.isoformat()} if not_before else {}),
-        **({"measured_mbps": round(measured / 1e6, 1)} if measured else {}),
+        # unrounded: a slow share rounded to 0.0 would fail the parameter's "greater than 0"
+        **({"measured_mbps": measured / 1e6} if measured else {}),
     }
 
 

@@ -146,6 +146,8 @@ def test_a_move_given_the_nights_probe_does_not_probe_again(prefect_api: str, la
     # and the night hands each move its own batch probe (bytes/s there, MB/s here)
     night_move = next(iter(_resolved(lab)))
     assert move_params(lab.config, night_move, "b", 1.0, None, 2.5e8)["measured_mbps"] == 250.0
+    # a slow share stays above 0 (the parameter must be greater than 0): never rounded away
+    assert move_params(lab.config, night_move, "b", 1.0, None, 4e4)["measured_mbps"] == 0.04
     assert "measured_mbps" not in move_params(lab.config, night_move, "b", 1.0)
 
 
