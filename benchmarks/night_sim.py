@@ -244,6 +244,7 @@ def _running(f: Fly, t: float) -> planner.RunningMove:
         reserved_bytes=f.move.reservation,
         shares=f.move.shares,
         rate=f.rate,
+        bytes_left=int(f.move.bytes - f.done) if f.copy_at <= t else None,
     )
 
 

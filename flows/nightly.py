@@ -32,7 +32,7 @@ from hvmove.cancel import OverrunGuard
 from hvmove.config import Config, load
 from hvmove.models import PrecheckReport
 from hvmove.plans import ResolvedMove
-from hvmove.store import Store, record_as_dict
+from hvmove.store import CopyProgress, Store, record_as_dict
 from tasks._common import label_run
 from tasks.cancel import stop_night_on_cancel
 
@@ -287,6 +287,7 @@ def _start_and_follow(
     flying: dict[str, InFlight] = {}
     consumed: dict[str, int] = {}  # destination bytes taken by finished moves
     startups: list[float] = []  # seconds from starting a move to its copy beginning, tonight
+    copies: dict[str, CopyProgress] = {}  # the flying moves' copies, as last seen
     while pending or flying:
         now = _now()
         sched = planner.plan(
@@ -295,7 +296,7 @@ def _start_and_follow(
             night.limits,
             win,
             now,
-            running=[_running(f) for f in flying.values()],
+            running=[_running(f, copies.get(mid)) for mid, f in flying.items()],
             bandwidth=inputs.bandwidth,
             startup=learning.startup_allowance(startups, night.startup_prior),
         )
@@ -309,7 +310,9 @@ def _start_and_follow(
             time.sleep(max(0.5, min(wait, 60)))
             continue
         _wait_any([f.job for f in flying.values()], run.poll_seconds)
-        _observe_startups(run.store, inputs, flying, startups)
+        # copies ahead of their plan, or over, free bandwidth and slots before their runs end
+        copies = _copies(run.store, run.batch_id, inputs, flying)
+        _observe_startups(flying, copies, startups)
         _collect_finished(run, pending, flying, consumed, results, progress)
         if cancel_overrun:
             _cancel_overruns(guard, flying, inputs, win)
@@ -414,7 +417,11 @@ def _volumes(
     ]
 
 
-def _running(f: InFlight) -> planner.RunningMove:
+def _running(f: InFlight, copy: CopyProgress | None) -> planner.RunningMove:
+    left = None
+    if copy is not None and copy.percent is not None:
+        # Hyper-V's whole percent, rounded down: never fewer bytes left than there are
+        left = f.move.bytes * (100 - copy.percent) // 100
     return planner.RunningMove(
         id=f.move.id,
         host=f.move.host,
@@ -425,22 +432,36 @@ def _running(f: InFlight) -> planner.RunningMove:
         reserved_bytes=f.move.reservation,
         shares=f.move.shares,
         rate=f.rate,
+        bytes_left=left,
+        copied=copy is not None and copy.over,
     )
 
 
+def _copies(
+    store: Store, batch_id: str, inputs: batch.NightInputs, flying: dict[str, InFlight]
+) -> dict[str, CopyProgress]:
+    """Each flying move's copy as the store saw it last (none yet: its run has not begun it)."""
+    seen = store.night_copies(batch_id)
+    out: dict[str, CopyProgress] = {}
+    for mid, f in flying.items():
+        copy = seen.get((f.move.host.lower(), inputs.by_id[mid].vm.id))
+        if copy is not None:
+            out[mid] = copy
+    return out
+
+
 def _observe_startups(
-    store: Store, inputs: batch.NightInputs, flying: dict[str, InFlight], startups: list[float]
+    flying: dict[str, InFlight], copies: dict[str, CopyProgress], startups: list[float]
 ) -> None:
     """How long moves took from their start to their copy's (their run's own prechecks and
     orchestration): the planner allows that much before every new move's copy."""
-    for f in flying.values():
-        if f.copy_seen:
+    for mid, f in flying.items():
+        copy = copies.get(mid)
+        if f.copy_seen or copy is None or copy.began is None:
             continue
-        began = learning.copy_started(store, f.move.host, inputs.by_id[f.move.id].vm.id)
-        if began is not None:
-            f.copy_seen = True
-            if not f.early:
-                startups.append(max(0.0, (began - f.started).total_seconds()))
+        f.copy_seen = True
+        if not f.early:
+            startups.append(max(0.0, (copy.began - f.started).total_seconds()))
 
 
 def _planned(f: InFlight) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from sqlalchemy import func, select
 
@@ -150,21 +149,6 @@ def night_model(
     for res, rate in fastest.items():
         bw.setdefault(res, rate)
     return model
-
-
-def copy_started(store: Store, host: str, vm_id: str) -> datetime | None:
-    """When the newest move of this VM began its copy step (None: not yet)."""
-    from hvmove.store import StepRecord
-
-    record = store.latest(host, vm_id)
-    if record is None:
-        return None
-    with store.session() as s:
-        return s.scalar(
-            select(func.min(StepRecord.started_at)).where(
-                StepRecord.move_id == record.id, StepRecord.step == "copy"
-            )
-        )
 
 
 def startup_prior(precheck_seconds: float, moves: int, slots: int) -> float:

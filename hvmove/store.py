@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -136,6 +137,15 @@ class ThroughputSample(Base):
     # copies sharing this move's volumes when the sample was taken, itself included: a rate is a
     # share of the volumes, and the planner learns the rate alone from it (hvmove.throughput)
     concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+@dataclass(slots=True)
+class CopyProgress:
+    """One move's copy as the store last saw it (``Store.night_copies``)."""
+
+    began: datetime | None = None
+    over: bool = False  # its copy step ended (completed, failed or skipped)
+    percent: int | None = None  # at its newest sample; None before the first
 
 
 class Snapshot(Base):
@@ -307,6 +317,38 @@ class Store:
                     concurrent=concurrent,
                 )
             )
+
+    def night_copies(self, batch: str) -> dict[tuple[str, str], CopyProgress]:
+        """The copies of one batch's moves, by (host in lower case, VM id): when each began, whether
+        it is over, and its newest sample. Only this batch's records: a VM's older moves (earlier
+        nights) must not pass for tonight's, whose record its run creates a moment after it starts.
+        """
+        with self.session() as s:
+            records = {
+                r.id: (r.host.lower(), r.vm_id)
+                for r in s.scalars(select(MoveRecord).where(MoveRecord.batch == batch))
+            }
+            if not records:
+                return {}
+            out = {key: CopyProgress() for key in records.values()}
+            steps = s.scalars(
+                select(StepRecord)
+                .where(StepRecord.move_id.in_(records), StepRecord.step == "copy")
+                .order_by(StepRecord.id)
+            )
+            for row in steps:  # the newest row of a step is its state (a resumed copy adds one)
+                cp = out[records[row.move_id]]
+                cp.began = cp.began or row.started_at
+                cp.over = row.state != "running"
+            newest = (
+                select(func.max(ThroughputSample.id))
+                .where(ThroughputSample.move_id.in_(records))
+                .group_by(ThroughputSample.move_id)
+            )
+            samples = select(ThroughputSample).where(ThroughputSample.id.in_(newest))
+            for sample in s.scalars(samples):
+                out[records[sample.move_id]].percent = sample.percent
+            return out
 
     def copies_sharing(self, move_id: str) -> int:
         """Moves copying now (copy step running) that share a source or destination volume with

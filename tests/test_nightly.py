@@ -9,13 +9,17 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from hvmove import planner
 from hvmove.cli import app
 from hvmove.store import Store
 from tests.conftest import Lab, make_lab
+
+GiB = 1024**3
 
 PLAN = (
     "moves:\n"
@@ -69,11 +73,21 @@ def test_plan_command_schedules_defers_and_blocks(lab: Lab) -> None:
 
 
 @pytest.mark.slow
-def test_nightly_defers_what_the_window_cannot_fit(prefect_api: str, tmp_path: Path) -> None:
+def test_nightly_defers_what_the_window_cannot_fit(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flows.nightly import nightly
 
     lab = make_lab(tmp_path, rate_scale=4)  # F: at 1 GB/s: web01 ~25 s, sql01 ~75 s
     plan = write_plan(lab)
+    replans: list[list[planner.RunningMove]] = []
+    real_plan = planner.plan
+
+    def spy(*args: Any, **kw: Any) -> planner.Schedule:
+        replans.append(list(kw.get("running", ())))
+        return real_plan(*args, **kw)
+
+    monkeypatch.setattr(planner, "plan", spy)
     state = nightly(
         plan=str(plan),
         config=str(lab.dir / "hvmove.yaml"),
@@ -95,6 +109,9 @@ def test_nightly_defers_what_the_window_cannot_fit(prefect_api: str, tmp_path: P
     records = {r.vm_name: r for r in Store(lab.config.store_url()).moves()}
     assert "sql01" not in records  # a deferred move is not started at all
     assert records["web01"].batch == records["dc01"].batch
+    # the night re-planned with what its copies had left (read from the store's samples)
+    seen = [r for running in replans for r in running if r.bytes_left is not None]
+    assert seen and all(0 <= r.bytes_left <= 100 * GiB for r in seen)
 
 
 @pytest.mark.slow

@@ -112,14 +112,30 @@ def _job(
 
 
 def _held(run: RunningMove, now: datetime, origin: datetime, overdue_end: float) -> _Held:
+    if run.copied:
+        # Hyper-V's storage migration is over (MaximumStorageMigrations counts jobs): only its
+        # VM and the space it took are still its own until verification and cleanup end
+        vm = next(r for r in _resources(run) if r[0] == "vm")
+        return _Held(
+            end=max((now - origin).total_seconds(), 0.0),
+            resources=(vm,),
+            destination=run.destination_volume,
+            reserved=run.reserved_bytes,
+        )
     overdue = run.expected_finish <= now
+    rate = run.rate or 0.0
+    if rate and run.bytes_left is not None and not overdue:
+        # a copy ahead of its plan keeps its P90 finish at less than the rate it was planned at:
+        # what it still needs is what it holds (hvmove.sharing), the rest is free for new moves
+        left = (run.expected_finish - now).total_seconds()
+        rate = min(rate, max(run.bytes_left / left, 1.0))
     return _Held(
         end=overdue_end if overdue else (run.expected_finish - origin).total_seconds(),
         resources=_resources(run),
         destination=run.destination_volume,
         reserved=run.reserved_bytes,
         shares=tuple(run.shares) if run.rate else (),
-        rate=run.rate or 0.0,
+        rate=rate,
     )
 
 

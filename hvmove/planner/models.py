@@ -192,6 +192,14 @@ class RunningMove(_Frozen):
     reserved_bytes: int = Field(0, ge=0)
     shares: list[str] = Field(default_factory=list, description="as PlannedMove.shares")
     rate: float | None = Field(None, gt=0, description="its planned P90 rate (bytes/s)")
+    bytes_left: int | None = Field(
+        None, ge=0, description="bytes its copy still has to move, as last seen (None: unknown)"
+    )
+    copied: bool = Field(
+        False,
+        description="its copy is over (verification and cleanup left): it holds its VM and its "
+        "space, no longer a host slot, a volume slot or bandwidth",
+    )
 
 
 # --- outputs -------------------------------------------------------------------------------------
