@@ -7,11 +7,12 @@ run today, on the same generated estate and window (``night_estate.py`` describe
   array and offload capacity (a 0/1 program; ``night_estate.bound``); the LP relaxation, which
   also counts parts of copies, is printed beside it;
 - hvmove: the ``nightly-migrations`` flow, called as the deployment calls it (plan file, config,
-  window, time zone), on a local Prefect server, with the lab in its own process and a generated
-  history in the store to learn from. Bytes moved in the window, overruns (copies running at the
-  window's end or cancelled for it), ETA error (median of actual over planned P50 time, both from
-  the move's start, its run's own startup included) and P90 coverage (share of finished moves
-  whose copy ended before their planned P90 finish);
+  window, time zone) ``--lead`` seconds (90) before its window as the deployment's
+  ``start_ahead_minutes`` does, on a local Prefect server, with the lab in its own process and a
+  generated history in the store to learn from. Bytes moved in the window, overruns (copies
+  running at the window's end or cancelled for it), ETA error (median of actual over planned
+  P50 time, both from the move's start, its run's own startup included) and P90 coverage (share
+  of finished moves whose copy ended before their planned P90 finish);
 - FIFO: a fresh copy of the same estate; per host, ``MaximumStorageMigrations`` moves at a time in
   plan order, started whenever a slot frees until the window ends, no admission.
 
@@ -92,8 +93,10 @@ def _tally(
 
 
 def _window(lead_s: float, minutes: int) -> tuple[str, datetime, datetime]:
+    """The first whole-minute window at least ``lead_s`` away (a window is given in HH:MM)."""
     start = datetime.now(UTC) + timedelta(seconds=lead_s)
-    start = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    if start.second or start.microsecond:
+        start = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
     end = start + timedelta(minutes=minutes)
     return f"{start:%H:%M}-{end:%H:%M}", start, end
 
@@ -112,6 +115,11 @@ def run_hvmove(args: argparse.Namespace, lab: Path) -> dict[str, Any]:
         # the store already knows past nights: the planner learns its rates from them
         generate_history(load(cfg_path).store_url(), days=30, seed=args.seed, lab_estate=estate)
         text, start, end = _window(args.lead, args.minutes)
+        # the night starts exactly `lead` before its window, as a deployment scheduled that far
+        # ahead does: a lead of 20-80 s by the clock's minute made seeds differ run to run
+        time.sleep(
+            max(0.0, (start - timedelta(seconds=args.lead) - datetime.now(UTC)).total_seconds())
+        )
         print(f"hvmove: window {text} UTC; prechecks first", flush=True)
         state = nightly(
             plan=str(lab / "plan.yaml"),
@@ -292,7 +300,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--minutes", type=int, default=3, help="the window, in lab minutes")
     ap.add_argument("--host-limit", type=int, default=4, help="MaximumStorageMigrations")
-    ap.add_argument("--lead", type=float, default=20, help="seconds for prechecks before it")
+    ap.add_argument(
+        "--lead",
+        type=float,
+        default=90,
+        help="seconds the night starts before its window (its prechecks, its first moves' "
+        "start-ups: real seconds the time-scaled window does not shrink)",
+    )
     ap.add_argument("--margin-s", type=float, default=6.0, help="the window's safety margin")
     ap.add_argument(
         "--probe-mib", type=int, default=4096, help="probe size (lab rates are sped up too)"

@@ -97,6 +97,9 @@ class Defaults(Strict):
     window: str = Field("22:00-05:00", pattern=r"^\d{1,2}:\d{2}-\d{1,2}:\d{2}$")
     timezone: str = "UTC"
     window_margin_minutes: float = Field(15, ge=0, le=600)
+    # the deployed night runs this long before its window: its prechecks, its plan and its first
+    # moves' start-ups happen before the window, and those moves' copies begin at its start
+    start_ahead_minutes: int = Field(10, ge=0, le=720)
     # a host silent this long while a move is followed fails the copy step (transient: a rerun
     # attaches to the job), instead of holding the night for ever
     host_silence_minutes: float = Field(15, gt=0, le=1440)

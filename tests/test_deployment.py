@@ -208,8 +208,9 @@ def test_deployment_holds_its_values_literally(deployed: Deployed) -> None:
     assert nightly.parameters["move_deployment"] == "migrate-vm/migrate-vm"
     assert "timezone" not in nightly.parameters and "window" not in nightly.parameters
     schedule = nightly.schedules[0].schedule
-    # the lab's config: window 22:00-05:00 in UTC; the schedule is the window's start, there
-    assert (schedule.cron, schedule.timezone) == ("0 22 * * *", "UTC")
+    # the lab's config: window 22:00-05:00 in UTC; the schedule is 10 minutes ahead of the
+    # window's start (start_ahead_minutes), there
+    assert (schedule.cron, schedule.timezone) == ("50 21 * * *", "UTC")
     assert nightly.concurrency_options.collision_strategy.value == "CANCEL_NEW"
     assert nightly.job_variables["working_dir"] == str(ROOT)
     assert not nightly.pull_steps  # nothing resolved on the worker at run time

@@ -1,7 +1,7 @@
 """`hvmove deploy`: register deployments/prefect.yaml with every value a worker needs fixed at
-deploy time, taken from hvmove.yaml: the schedule runs at the window's start in the config's
-time zone, so schedule, window and planner agree (DST included: Prefect's cron schedules
-follow the zone's clock)."""
+deploy time, taken from hvmove.yaml: the schedule runs ``defaults.start_ahead_minutes`` before
+the window's start in the config's time zone, so schedule, window and planner agree (DST
+included: Prefect's cron schedules follow the zone's clock)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ def deploy_values(
     load_plan(plan)  # a broken plan is one line now, not a failed night
     start = cfg.defaults.window.split("-")[0].strip()
     hours, minutes = (int(x) for x in start.split(":"))
+    # ahead of the window, on the config zone's clock (cron fields wrap at midnight)
+    hours, minutes = divmod((hours * 60 + minutes - cfg.defaults.start_ahead_minutes) % 1440, 60)
     assert cfg.path is not None
     return {
         "HVMOVE_PROJECT_DIR": str(project_dir.resolve()),
