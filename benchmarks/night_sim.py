@@ -164,6 +164,7 @@ def _run(
     first_plan = None
     while (pending or flying) and t < window_s:
         now = START + timedelta(seconds=t)
+        typical, slow = learning.startup_allowance(startups, args.plan_startup)
         sched = planner.plan(
             list(pending.values()),
             inp.volumes,
@@ -172,7 +173,8 @@ def _run(
             now,
             running=[_running(f, t) for f in flying.values()],
             bandwidth=inp.bandwidth,
-            startup=learning.startup_allowance(startups, args.plan_startup),
+            startup=typical,
+            startup_p90=slow,
         )
         first_plan = first_plan or sched
         for due in sched.due(now + timedelta(seconds=1e-6)):

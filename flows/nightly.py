@@ -290,6 +290,7 @@ def _start_and_follow(
     copies: dict[str, CopyProgress] = {}  # the flying moves' copies, as last seen
     while pending or flying:
         now = _now()
+        typical, slow = learning.startup_allowance(startups, night.startup_prior)
         sched = planner.plan(
             list(pending.values()),
             _volumes(inputs.volumes, consumed),
@@ -298,7 +299,8 @@ def _start_and_follow(
             now,
             running=[_running(f, copies.get(mid)) for mid, f in flying.items()],
             bandwidth=inputs.bandwidth,
-            startup=learning.startup_allowance(startups, night.startup_prior),
+            startup=typical,
+            startup_p90=slow,
         )
         deferred.clear()
         deferred.update({m.id: m.detail for m in sched.deferred})

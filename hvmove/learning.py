@@ -162,11 +162,13 @@ def startup_prior(precheck_seconds: float, moves: int, slots: int) -> float:
     return precheck_seconds / moves * max(1, min(moves, slots))
 
 
-def startup_allowance(observed: list[float], prior: float = 0.0) -> float:
+def startup_allowance(observed: list[float], prior: float = 0.0) -> tuple[float, float]:
     """Seconds to allow between starting a move and its copy beginning, from what the night
-    observed: the slowest of few, the 90th percentile of many (``prior`` before any)."""
+    observed: the typical start-up (the median) and one in ten (the slowest of few, the 90th
+    percentile of many); ``prior`` for both before any."""
     if not observed:
-        return prior
+        return prior, prior
+    typical = statistics.median(observed)
     if len(observed) < 10:
-        return max(observed)
-    return statistics.quantiles(observed, n=10, method="inclusive")[-1]
+        return typical, max(observed)
+    return typical, statistics.quantiles(observed, n=10, method="inclusive")[-1]

@@ -242,8 +242,11 @@ def test_the_first_plan_allows_a_startup_before_any_copy_is_seen() -> None:
     # prechecks of 40 moves took 20 s: 0.5 s each; 8 slots start side by side at first
     prior = learning.startup_prior(20.0, 40, 8)
     assert prior == pytest.approx(4.0)
-    assert learning.startup_allowance([], prior) == prior
-    assert learning.startup_allowance([1.0, 2.0], prior) == 2.0  # then what the night saw
+    assert learning.startup_allowance([], prior) == (prior, prior)
+    # then what the night saw: the typical start-up and the slowest of few
+    assert learning.startup_allowance([1.0, 2.0, 6.0], prior) == (2.0, 6.0)
+    many = [0.5] * 6 + [0.8] * 6 + [3.0] * 6 + [9.0] * 2
+    assert learning.startup_allowance(many, prior) == (pytest.approx(0.8), pytest.approx(3.6))
     assert learning.startup_prior(20.0, 0, 8) == 0.0
     assert math.isclose(learning.startup_prior(3.0, 2, 8), 3.0)  # never more than the moves
 

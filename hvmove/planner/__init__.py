@@ -94,11 +94,13 @@ def plan(
     *,
     bandwidth: Mapping[str, float] | None = None,
     startup: float = 0.0,
+    startup_p90: float | None = None,
 ) -> Schedule:
     """Order the batch: admitted moves with planned start and finishes, the rest deferred.
 
-    ``startup``: seconds between starting a move and its copy beginning (its run's own prechecks
-    and orchestration, as the night observes them); every new move's finish includes them.
+    ``startup``: typical seconds between starting a move and its copy beginning (its run's own
+    prechecks and orchestration, as the night observes them), and ``startup_p90`` one start-up
+    in ten (default: the same); every new move's finishes include them (``_Estate.durations``).
 
     Raises ``ValueError`` for inconsistent inputs (a volume or host limit missing, an id twice):
     those are bugs upstream, not reasons to skip one VM.
@@ -119,6 +121,7 @@ def plan(
         max(horizon, 0.0),
         bandwidth=bandwidth,
         startup=startup,
+        startup_p90=startup_p90,
     )
     order, outcome = _best_order(estate, horizon)
     return Schedule(

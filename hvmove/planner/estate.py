@@ -47,10 +47,20 @@ class _Estate:
     held: list[_Held]
     caps: dict[Resource, int]
     bandwidth: Mapping[str, float]  # capacity of the resources moves share (hvmove.sharing)
-    startup: float = 0.0  # seconds from a move's start to its copy's (its run's own prechecks)
+    startup: float = 0.0  # typical seconds from a move's start to its copy's (its own prechecks)
+    spread: float = 0.0  # how much longer one start-up in ten takes (its P90 less the typical)
 
     def cap(self, res: Resource) -> int:
         return self.caps[res]
+
+    def durations(self, size: int, rate50: float, rate90: float) -> tuple[float, float]:
+        """P50 and P90 seconds from a move's start to its copy's end. Its start-up and its copy
+        vary independently, so the P90 of the two together is the typical start-up and the
+        median copy plus their two spreads combined as independent spreads combine (the root of
+        their squares), not the sum of two P90s: that would plan for both being slow at once."""
+        c50 = max(size / rate50, MIN_MOVE_SECONDS)
+        c90 = max(size / rate90, MIN_MOVE_SECONDS)
+        return self.startup + c50, self.startup + c50 + math.hypot(self.spread, c90 - c50)
 
     def spare(self, key: str) -> int:
         """Bytes that moves of this batch may still reserve on a volume."""
@@ -91,7 +101,7 @@ def _job(
     volumes: dict[str, VolumeState],
     limits: Limits,
     bandwidth: Mapping[str, float],
-    startup: float = 0.0,
+    timing: _Estate,
 ) -> _Job:
     # with shares, the rate alone: the planned rate is decided at admission (hvmove.sharing)
     cap = (
@@ -100,14 +110,15 @@ def _job(
         else _volume_cap(move, volumes, limits)
     )
     rate50, rate90 = min(move.throughput.p50, cap), min(move.throughput.p90, cap)
+    d50, d90 = timing.durations(move.bytes, rate50, rate90)
     return _Job(
         index=index,
         move=move,
         resources=_resources(move),
         rate50=rate50,
         rate90=rate90,
-        d50=startup + max(move.bytes / rate50, MIN_MOVE_SECONDS),
-        d90=startup + max(move.bytes / rate90, MIN_MOVE_SECONDS),
+        d50=d50,
+        d90=d90,
     )
 
 
@@ -172,6 +183,7 @@ def _estate(
     overdue_end: float = 0.0,
     bandwidth: Mapping[str, float] | None = None,
     startup: float = 0.0,
+    startup_p90: float | None = None,
 ) -> _Estate:
     by_key = {v.key: v for v in volumes}
     if len(by_key) != len(volumes):
@@ -183,7 +195,9 @@ def _estate(
             raise ValueError("running moves need the current time")
         held = [_held(r, now, origin or now, overdue_end) for r in running]
     bw = dict(bandwidth or {})
-    jobs = [_job(i, m, by_key, limits, bw, startup) for i, m in enumerate(moves)]
-    resources = {r for item in [*jobs, *held] for r in item.resources}
-    caps = {r: _cap(r, limits) for r in resources}
-    return _Estate(by_key, jobs, held, caps, bw, startup)
+    spread = max((startup if startup_p90 is None else startup_p90) - startup, 0.0)
+    estate = _Estate(by_key, [], held, {}, bw, startup, spread)
+    estate.jobs = [_job(i, m, by_key, limits, bw, estate) for i, m in enumerate(moves)]
+    resources = {r for item in [*estate.jobs, *held] for r in item.resources}
+    estate.caps = {r: _cap(r, limits) for r in resources}
+    return estate

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from hvmove.planner.estate import _Estate, _Job
 from hvmove.planner.models import (
     IMPROVEMENT_ROUNDS,
-    MIN_MOVE_SECONDS,
     DeferReason,
     Resource,
 )
@@ -31,16 +30,14 @@ class _Outcome:
     bytes_admitted: int
     makespan: float
     rates: dict[int, tuple[float, float]] = field(default_factory=dict)  # planned at admission
-    startup: float = 0.0  # seconds before a new move's copy begins
+    estate: _Estate | None = None  # its start-up allowance (``_Estate.durations``)
 
     def durations(self, job: _Job) -> tuple[float, float, float, float]:
         """rate50, rate90, d50, d90 of an admitted job: its own, or as planned at admission."""
-        if job.index not in self.rates:
+        if job.index not in self.rates or self.estate is None:
             return job.rate50, job.rate90, job.d50, job.d90
         r50, r90 = self.rates[job.index]
-        b = job.move.bytes
-        s = self.startup
-        return r50, r90, s + max(b / r50, MIN_MOVE_SECONDS), s + max(b / r90, MIN_MOVE_SECONDS)
+        return r50, r90, *self.estate.durations(job.move.bytes, r50, r90)
 
     def score(self) -> tuple[int, int, float]:
         return (-self.bytes_admitted, -len(self.starts), self.makespan)
@@ -101,11 +98,10 @@ class _Sim:
             r90 = self.bw.offer(shares, job.rate90, greedy=greedy)
             if r90 is None:
                 return None
-            copy = max(job.move.bytes / r90, MIN_MOVE_SECONDS)
-            if t + self.estate.startup + copy <= self.horizon:
-                # the median: its own median rate, at most the share it may take now
-                r50 = self.bw.offer(shares, job.rate50, greedy=True) or r90
-                return max(r50, r90), r90
+            # the median: its own median rate, at most the share it may take now
+            r50 = max(self.bw.offer(shares, job.rate50, greedy=True) or r90, r90)
+            if t + self.estate.durations(job.move.bytes, r50, r90)[1] <= self.horizon:
+                return r50, r90
         return None
 
 
@@ -123,7 +119,7 @@ def _simulate(estate: _Estate, order: Sequence[_Job], horizon: float, strict: bo
     sim = _Sim.begin(estate, horizon)
     held_end = max([h.end for h in estate.held] + [0.0])
     out = _Outcome(starts={}, deferred={}, bytes_admitted=0, makespan=held_end)
-    out.startup = estate.startup
+    out.estate = estate
     pending: list[_Job] = []
     for job in order:
         reason = _never_fits(job, estate)
