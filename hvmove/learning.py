@@ -125,10 +125,14 @@ def night_model(
     for key, rate in probes.items():
         bw[throughput.volume_resource(key)] = rate
     for o in obs:
-        alone = o.standalone_rate()
         if o.odx and o.source in groups:
+            # what one copy got is at most what the engine gives: its *observed* rate, never
+            # corrected for concurrency. The copies counted with it share its volumes, host
+            # copies included, not necessarily the engine: corrected, the engine of seed 2's
+            # clu1 array was taken for 2x its capacity and seven ODX copies planned on it at
+            # once finished 3-6x slower than alone, past their P90
             res = throughput.offload_resource(groups[o.source])
-            bw[res] = max(bw.get(res, 0.0), alone)
+            bw[res] = max(bw.get(res, 0.0), o.rate)
         elif not o.odx and o.concurrent <= 1.0:
             # a copy alone ran no faster than either of its volumes allows
             for key in (o.source, o.destination):

@@ -174,6 +174,30 @@ def test_a_shared_copy_corrected_for_concurrency_is_never_faster_than_its_slower
     assert est.source == "pair" and est.p50 == pytest.approx(100 * MB)
 
 
+def test_an_offload_engine_is_never_taken_for_more_than_a_copy_got_from_it() -> None:
+    """ODX copies a->b that ran at 300 MB/s each while three copies shared their volumes (host
+    copies among them, which do not use the engine): the engine gave a copy 300 MB/s, which is
+    all it is known to give. Times three it was planned at 900 MB/s, seven ODX copies were
+    admitted beside each other on it, and each ran at a seventh of the truth, past its P90."""
+    history = [
+        throughput.Observation("a", "b", True, int(300 * MB * 100), 100.0, 3.0, 100 * MB)
+        for _ in range(3)
+    ]
+    move = PlannedMove(
+        id="m",
+        host="hv01",
+        vm="m",
+        source_volumes=["a"],
+        destination_volume="b",
+        bytes=GiB,
+        throughput=Throughput(p50=MB, p90=MB),
+        odx=True,
+    )
+    model = learning.night_model(history, [move], {"b": 100 * MB})
+    [engine] = [r for r in model.bandwidth if r.startswith("odx:")]
+    assert model.bandwidth[engine] == pytest.approx(300 * MB)
+
+
 # -- learning during the night ---------------------------------------------------------------------
 def test_copies_that_shared_their_volumes_teach_a_class_without_history() -> None:
     # no ODX copy ran alone yet: tonight's ODX copies, each beside others, ran at 5x and 6x
