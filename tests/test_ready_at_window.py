@@ -157,3 +157,30 @@ def _resolved(lab: Lab) -> list[Any]:
     plan = lab.dir / "one.yaml"
     plan.write_text("moves:\n  - {host: hv01, vm: sql01, destination: 'F:\\VMs\\sql01'}\n")
     return batch.load_and_resolve(lab.config, plan, Store(lab.config.store_url()))[0]
+
+
+def test_a_held_copy_looks_at_the_host_only_after_its_wait(tmp_path: Any) -> None:
+    """What the copy step acts on is what the host says at not_before, not what it said before
+    the wait: a job started or a VM moved meanwhile (by an admin, a rerun) is seen."""
+    from hvmove import pipeline
+    from hvmove.models import MoveRequest
+
+    class Looked(Exception):
+        pass
+
+    looked: list[datetime] = []
+
+    class Host:
+        def move_status(self, vm_id: str) -> None:
+            looked.append(datetime.now(UTC))
+            raise Looked  # the first look at the host is all this test is about
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    request = MoveRequest(host="hv01", vm="web01", destination="E:\\VMs\\web01")
+    record = store.open_move(
+        host="hv01", vm_id="vm-1", vm_name="web01", request=request.model_dump()
+    )
+    not_before = datetime.now(UTC) + timedelta(seconds=0.3)
+    with pytest.raises(Looked):
+        pipeline.run_copy(Host(), store, record.id, request, not_before=not_before)  # type: ignore[arg-type]
+    assert looked and looked[0] >= not_before
