@@ -54,13 +54,7 @@ class _Estate:
         return self.caps[res]
 
     def durations(self, size: int, rate50: float, rate90: float) -> tuple[float, float]:
-        """P50 and P90 seconds from a move's start to its copy's end. Its start-up and its copy
-        vary independently, so the P90 of the two together is the typical start-up and the
-        median copy plus their two spreads combined as independent spreads combine (the root of
-        their squares), not the sum of two P90s: that would plan for both being slow at once."""
-        c50 = max(size / rate50, MIN_MOVE_SECONDS)
-        c90 = max(size / rate90, MIN_MOVE_SECONDS)
-        return self.startup + c50, self.startup + c50 + math.hypot(self.spread, c90 - c50)
+        return _durations(size, rate50, rate90, self.startup, self.spread)
 
     def spare(self, key: str) -> int:
         """Bytes that moves of this batch may still reserve on a volume."""
@@ -95,13 +89,26 @@ def _volume_cap(move: PlannedMove, volumes: dict[str, VolumeState], limits: Limi
     return min(caps)
 
 
+def _durations(
+    size: int, rate50: float, rate90: float, startup: float, spread: float
+) -> tuple[float, float]:
+    """P50 and P90 seconds from a move's start to its copy's end. Its start-up and its copy vary
+    independently, so the P90 of the two together is the typical start-up and the median copy
+    plus their two spreads combined as independent spreads combine (the root of their squares),
+    not the sum of two P90s: that would plan for both being slow at once."""
+    c50 = max(size / rate50, MIN_MOVE_SECONDS)
+    c90 = max(size / rate90, MIN_MOVE_SECONDS)
+    return startup + c50, startup + c50 + math.hypot(spread, c90 - c50)
+
+
 def _job(
     index: int,
     move: PlannedMove,
     volumes: dict[str, VolumeState],
     limits: Limits,
     bandwidth: Mapping[str, float],
-    timing: _Estate,
+    startup: float,
+    spread: float,
 ) -> _Job:
     # with shares, the rate alone: the planned rate is decided at admission (hvmove.sharing)
     cap = (
@@ -110,7 +117,7 @@ def _job(
         else _volume_cap(move, volumes, limits)
     )
     rate50, rate90 = min(move.throughput.p50, cap), min(move.throughput.p90, cap)
-    d50, d90 = timing.durations(move.bytes, rate50, rate90)
+    d50, d90 = _durations(move.bytes, rate50, rate90, startup, spread)
     return _Job(
         index=index,
         move=move,
@@ -124,8 +131,10 @@ def _job(
 
 def _held(run: RunningMove, now: datetime, origin: datetime, overdue_end: float) -> _Held:
     if run.copied:
-        # Hyper-V's storage migration is over (MaximumStorageMigrations counts jobs): only its
-        # VM and the space it took are still its own until verification and cleanup end
+        # Hyper-V's storage migration is over: MaximumStorageMigrations limits migrations
+        # "performed at the same time" and hvmove's host check counts running migration jobs
+        # (hyperv.md, Get-VMHost table and check 7); only its VM and the space it took are
+        # still its own until verification and cleanup end
         vm = next(r for r in _resources(run) if r[0] == "vm")
         return _Held(
             end=max((now - origin).total_seconds(), 0.0),
@@ -196,8 +205,7 @@ def _estate(
         held = [_held(r, now, origin or now, overdue_end) for r in running]
     bw = dict(bandwidth or {})
     spread = max((startup if startup_p90 is None else startup_p90) - startup, 0.0)
-    estate = _Estate(by_key, [], held, {}, bw, startup, spread)
-    estate.jobs = [_job(i, m, by_key, limits, bw, estate) for i, m in enumerate(moves)]
-    resources = {r for item in [*estate.jobs, *held] for r in item.resources}
-    estate.caps = {r: _cap(r, limits) for r in resources}
-    return estate
+    jobs = [_job(i, m, by_key, limits, bw, startup, spread) for i, m in enumerate(moves)]
+    resources = {r for item in [*jobs, *held] for r in item.resources}
+    caps = {r: _cap(r, limits) for r in resources}
+    return _Estate(by_key, jobs, held, caps, bw, startup, spread)

@@ -29,12 +29,12 @@ class _Outcome:
     deferred: dict[int, _Deferral]
     bytes_admitted: int
     makespan: float
+    estate: _Estate  # its start-up allowance (``_Estate.durations``)
     rates: dict[int, tuple[float, float]] = field(default_factory=dict)  # planned at admission
-    estate: _Estate | None = None  # its start-up allowance (``_Estate.durations``)
 
     def durations(self, job: _Job) -> tuple[float, float, float, float]:
         """rate50, rate90, d50, d90 of an admitted job: its own, or as planned at admission."""
-        if job.index not in self.rates or self.estate is None:
+        if job.index not in self.rates:
             return job.rate50, job.rate90, job.d50, job.d90
         r50, r90 = self.rates[job.index]
         return r50, r90, *self.estate.durations(job.move.bytes, r50, r90)
@@ -118,8 +118,7 @@ def _simulate(estate: _Estate, order: Sequence[_Job], horizon: float, strict: bo
     in order (a later one never overtakes a waiting one): the FIFO baseline."""
     sim = _Sim.begin(estate, horizon)
     held_end = max([h.end for h in estate.held] + [0.0])
-    out = _Outcome(starts={}, deferred={}, bytes_admitted=0, makespan=held_end)
-    out.estate = estate
+    out = _Outcome(starts={}, deferred={}, bytes_admitted=0, makespan=held_end, estate=estate)
     pending: list[_Job] = []
     for job in order:
         reason = _never_fits(job, estate)
