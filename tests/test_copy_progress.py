@@ -9,25 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from hvmove.planner import Limits, PlannedMove, RunningMove, Throughput, VolumeState, Window, plan
+from hvmove.planner import Limits, PlannedMove, RunningMove, VolumeState, Window, plan
 from hvmove.store import Store
+from tests.test_throughput import shared_move  # a move sharing D: alone at its rate
 
 GiB = 1024**3
 MB = 1000**2
 START = datetime(2026, 1, 5, 22, 0, tzinfo=UTC)
-
-
-def _move(id: str, gib: float, rate_mb: float, host: str = "hv02") -> PlannedMove:
-    return PlannedMove(
-        id=id,
-        host=host,
-        vm=id,
-        source_volumes=["S"],
-        destination_volume="D",
-        bytes=int(gib * GiB),
-        throughput=Throughput(p50=rate_mb * MB, p90=rate_mb * MB),
-        shares=["vol:D"],
-    )
 
 
 def _running(**kw: object) -> RunningMove:
@@ -57,7 +45,7 @@ def _start(sched, id: str) -> float:  # type: ignore[no-untyped-def]
 
 def test_a_copy_ahead_of_its_plan_leaves_the_rest_of_its_rate_to_a_new_move() -> None:
     now = START + timedelta(seconds=50)
-    new = _move("a", 1, rate_mb=30)
+    new = shared_move("a", 1, rate_mb=30, host="hv02")
     # planned at the whole of D: until its P90 finish: nothing may share D: before then
     assert _start(_plan([new], _running(), now), "a") == 100
     # half-way through its time with 1 GiB left, it needs ~21 MB/s to keep its finish: two
@@ -71,7 +59,7 @@ def test_a_copy_ahead_of_its_plan_leaves_the_rest_of_its_rate_to_a_new_move() ->
 
 def test_a_copy_that_is_over_holds_no_slot_and_no_bandwidth_but_keeps_its_space() -> None:
     now = START + timedelta(seconds=50)
-    new = _move("a", 1, rate_mb=30, host="hv01")
+    new = shared_move("a", 1, rate_mb=30)
     one_slot = {"hosts": {"hv01": 1}}
     assert _start(_plan([new], _running(), now, **one_slot), "a") == 100
     over = _running(copied=True, reserved_bytes=10 * GiB)
@@ -82,7 +70,7 @@ def test_a_copy_that_is_over_holds_no_slot_and_no_bandwidth_but_keeps_its_space(
     window = Window(start=START, end=START + timedelta(seconds=600))
 
     def beside(running: RunningMove):  # type: ignore[no-untyped-def]
-        move = _move("b", 8, rate_mb=30, host="hv01")
+        move = shared_move("b", 8, rate_mb=30)
         limits = Limits(hosts={"hv01": 1})
         bw = {"vol:D": 100 * MB}
         return plan([move], volumes, limits, window, now, running=[running], bandwidth=bw)
@@ -125,7 +113,7 @@ def test_the_night_reads_bytes_left_from_whole_percents(percent: int | None, lef
     from flows.nightly import InFlight, _running  # Prefect loads only here
     from hvmove.store import CopyProgress
 
-    move = _move("a", 1, rate_mb=30).model_copy(update={"bytes": 1000})
+    move = shared_move("a", 1, rate_mb=30).model_copy(update={"bytes": 1000})
     f = InFlight(move, START, START + timedelta(seconds=60), job=None, rate=30 * MB)  # type: ignore[arg-type]
     running = _running(f, CopyProgress(began=START, percent=percent))
     assert running.bytes_left == left and not running.copied
