@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start a PostgreSQL for the store tests and print its SQLAlchemy URL, and nothing else, on stdout:
+# Start a PostgreSQL for the store tests (and benchmarks/night.py --prefect-db) and print its
+# SQLAlchemy URL, and nothing else, on stdout:
 #   postgresql+psycopg://hvmove:PASSWORD@127.0.0.1:PORT/hvmove_test
 # Debian only, as root: installs Debian's `postgresql` package when missing, then creates (once)
 # and starts a cluster of its own, `hvmove`, so a `main` cluster someone else uses is never
@@ -86,7 +87,7 @@ psql_admin() { runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$PORT" "
 run psql_admin -d postgres -v pw="$PASSWORD" <<SQL || fail "cannot create the role"
 SELECT format('CREATE ROLE %I LOGIN', '$ROLE')
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$ROLE') \gexec
-ALTER ROLE $ROLE WITH LOGIN PASSWORD :'pw';
+ALTER ROLE $ROLE WITH LOGIN CREATEDB PASSWORD :'pw';
 SELECT format('CREATE DATABASE %I OWNER %I', '$DB', '$ROLE')
 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$DB') \gexec
 SQL
