@@ -20,7 +20,7 @@ run today, on the same generated estate and window (``night_estate.py`` describe
 
 ``--prefect-db`` runs the Prefect server on PostgreSQL, as README's production set-up does (as
 root on Debian, ``--prefect-db "$(bash .ci/postgres.sh)"``); without it, Prefect's default SQLite,
-whose locked file made one start-up in three take 2-15 s mid-night (seed 1; under 0.5 s on
+whose locked file made one start-up in three take 2-15 s mid-night (seed 1; at most 1.2 s on
 PostgreSQL), lab minutes of a night sped up 120 times.
 
 Last line: night_bytes/bound=R1 overruns=N fifo_bytes/bound=R2 fifo_overruns=M p90_coverage=C
