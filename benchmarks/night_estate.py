@@ -189,9 +189,12 @@ def bound(estate: Estate, moves: list[Move], window_s: float) -> tuple[float, fl
         x_m in {0, 1},  x_m = 0 where bytes_m > demand_m * T
 
     and the night's bytes (completed copies only) are at most the best such set: the integer
-    bound (scipy's HiGHS MILP). The LP relaxation (0 <= y_m <= min(bytes_m, demand_m * T),
-    counting parts of copies no schedule can finish) is looser and printed beside it. Without
-    scipy: a dual-feasible cover bound for both."""
+    bound (scipy's HiGHS MILP). A copy also needs room on its destination: what the copies into a
+    volume write is at most its free space plus what the copies out of it free (their sources
+    deleted, in any order: a relaxation), so a move into a full volume completes in no schedule.
+    The LP relaxation (0 <= y_m <= min(bytes_m, demand_m * T), counting parts of copies no
+    schedule can finish) is looser and printed beside it. Without scipy: a dual-feasible cover
+    bound for both, without the space rows (looser still, still a bound)."""
     routes = [(m.vm_id, *route_of(estate, m)) for m in moves]
     copies, caps = _resources(estate, routes)
     sizes = [float(m.bytes) for m in moves]
@@ -201,8 +204,25 @@ def bound(estate: Estate, moves: list[Move], window_s: float) -> tuple[float, fl
         cap_m = [min(b, c.demand * window_s) for b, c in zip(sizes, copies, strict=True)]
         loose = _dual_bound(copies, caps, cap_m, window_s)
         return loose, loose, "dual cover (no scipy)"
-    tight = _milp(copies, caps, sizes, window_s)
-    return tight, _lp(copies, caps, sizes, window_s), "integer bound (scipy HiGHS MILP)"
+    space = _space(estate, routes, sizes)
+    tight = _milp(copies, caps, sizes, window_s, space)
+    return tight, _lp(copies, caps, sizes, window_s, space), "integer bound (scipy HiGHS MILP)"
+
+
+def _space(
+    estate: Estate, routes: list[tuple[str, LabVolume, LabVolume]], sizes: list[float]
+) -> tuple[list[list[float]], list[float]]:
+    """Rows in bytes: written into a volume less freed from it, at most its free space."""
+    rows, free = [], []
+    for vol in estate.data.volumes:
+        row = [
+            (s if dst is vol else 0.0) - (s if src is vol else 0.0)
+            for (_, src, dst), s in zip(routes, sizes, strict=True)
+        ]
+        if any(row):
+            rows.append(row)
+            free.append(float(estate.free_bytes(vol)))
+    return rows, free
 
 
 def _constraints(
@@ -214,7 +234,11 @@ def _constraints(
 
 
 def _milp(
-    copies: list[throughput.Copy], caps: dict[str, float], sizes: list[float], window_s: float
+    copies: list[throughput.Copy],
+    caps: dict[str, float],
+    sizes: list[float],
+    window_s: float,
+    space: tuple[list[list[float]], list[float]],
 ) -> float:
     import numpy as np
     from scipy.optimize import Bounds, LinearConstraint, milp
@@ -222,9 +246,10 @@ def _milp(
     a, b = _constraints(copies, caps, window_s)
     size = np.array(sizes)
     fits = np.array([s <= c.demand * window_s for s, c in zip(sizes, copies, strict=True)])
+    rows = np.vstack([np.array(a) * size, np.array(space[0]).reshape(-1, len(sizes))])
     res = milp(
         -size,
-        constraints=LinearConstraint(np.array(a) * size, -np.inf, np.array(b)),
+        constraints=LinearConstraint(rows, -np.inf, np.array(b + space[1])),
         integrality=np.ones(len(sizes)),
         bounds=Bounds(0, fits.astype(float)),
         options={"time_limit": 60},
@@ -236,7 +261,11 @@ def _milp(
 
 
 def _lp(
-    copies: list[throughput.Copy], caps: dict[str, float], sizes: list[float], window_s: float
+    copies: list[throughput.Copy],
+    caps: dict[str, float],
+    sizes: list[float],
+    window_s: float,
+    space: tuple[list[list[float]], list[float]] = ([], []),
 ) -> float:
     cap_m = [min(b, c.demand * window_s) for b, c in zip(sizes, copies, strict=True)]
     try:
@@ -244,8 +273,14 @@ def _lp(
     except ImportError:
         return _dual_bound(copies, caps, cap_m, window_s)
     a, b = _constraints(copies, caps, window_s)
+    # y_m bytes of copy m: a space row's coefficient is its sign (into +1, out of -1)
+    a += [[(v > 0) - (v < 0) for v in row] for row in space[0]]
     lp = linprog(
-        [-1.0] * len(copies), A_ub=a, b_ub=b, bounds=[(0, x) for x in cap_m], method="highs"
+        [-1.0] * len(copies),
+        A_ub=a,
+        b_ub=b + space[1],
+        bounds=[(0, x) for x in cap_m],
+        method="highs",
     )
     if not lp.success:
         raise RuntimeError(f"bound LP failed: {lp.message}")
