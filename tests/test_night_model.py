@@ -22,6 +22,29 @@ START = datetime(2026, 1, 5, 22, 0, tzinfo=UTC)
 
 
 # -- blocked (never fits) versus deferred (not beside the others) ------------------------------
+def _move(
+    source: str,
+    destination: str,
+    *,
+    odx: bool = False,
+    size: int = GiB,
+    p50: float = 1.0,
+    p90: float = 1.0,
+) -> PlannedMove:
+    """One planned move of hv01 from ``source`` to ``destination`` (its rates: the planner's
+    first guess, which the night model replaces)."""
+    return PlannedMove(
+        id="m",
+        host="hv01",
+        vm="m",
+        source_volumes=[source],
+        destination_volume=destination,
+        bytes=size,
+        throughput=Throughput(p50=p50, p90=p90),
+        odx=odx,
+    )
+
+
 def _space_estate(estate) -> None:  # type: ignore[no-untyped-def]
     from hvmove.lab.build import add_vm
 
@@ -116,15 +139,7 @@ def test_source_volumes_no_destination_measured_are_probed_once(tmp_path: Path) 
 
 
 def test_a_copy_from_a_slower_source_is_planned_at_the_source_pace() -> None:
-    move = PlannedMove(
-        id="a",
-        host="hv01",
-        vm="a",
-        source_volumes=["src"],
-        destination_volume="dst",
-        bytes=GiB,
-        throughput=Throughput(p50=1.0, p90=1.0),
-    )
+    move = _move("src", "dst")
     history = [
         throughput.Observation("x", "y", False, int(90 * MB * 100), 100.0, probe_rate=100 * MB)
         for _ in range(3)
@@ -145,15 +160,7 @@ def test_a_class_ratio_is_taken_over_the_nominal_it_is_applied_to() -> None:
         throughput.Observation("slow", "d1", False, int(90 * MB * 100), 100.0, probe_rate=400 * MB)
         for _ in range(3)
     ]
-    move = PlannedMove(
-        id="a",
-        host="hv01",
-        vm="a",
-        source_volumes=["fast"],
-        destination_volume="d2",
-        bytes=GiB,
-        throughput=Throughput(p50=1.0, p90=1.0),
-    )
+    move = _move("fast", "d2")
     probes = {"slow": 100 * MB, "fast": 400 * MB, "d1": 400 * MB, "d2": 400 * MB}
     model = learning.night_model(history, [move], probes)
     est = model.planned(move, 400 * MB, 1.0).throughput
@@ -183,16 +190,7 @@ def test_an_offload_engine_is_never_taken_for_more_than_a_copy_got_from_it() -> 
         throughput.Observation("a", "b", True, int(300 * MB * 100), 100.0, 3.0, 100 * MB)
         for _ in range(3)
     ]
-    move = PlannedMove(
-        id="m",
-        host="hv01",
-        vm="m",
-        source_volumes=["a"],
-        destination_volume="b",
-        bytes=GiB,
-        throughput=Throughput(p50=MB, p90=MB),
-        odx=True,
-    )
+    move = _move("a", "b", odx=True)
     model = learning.night_model(history, [move], {"b": 100 * MB})
     [engine] = [r for r in model.bandwidth if r.startswith("odx:")]
     assert model.bandwidth[engine] == pytest.approx(300 * MB)
@@ -224,16 +222,7 @@ def test_a_finish_relearned_changes_the_next_admission(tmp_path: Path) -> None:
     """Re-planning after a finish uses what it showed: a move the probe alone made too slow for
     the window is admitted once the night has seen copies of its class run fast."""
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    move = PlannedMove(
-        id="m",
-        host="hv01",
-        vm="m",
-        source_volumes=["hv01|c:\\"],
-        destination_volume="hv01|d:\\",
-        bytes=50 * GiB,
-        throughput=Throughput(p50=100 * MB, p90=70 * MB),
-        odx=True,
-    )
+    move = _move("hv01|c:\\", "hv01|d:\\", odx=True, size=50 * GiB, p50=100 * MB, p90=70 * MB)
     night = batch.NightInputs(moves=[move], probes={"m": 100 * MB})
     volumes = [VolumeState(key=k, capacity=10**13, free=10**13) for k in move.source_volumes]
     volumes.append(VolumeState(key=move.destination_volume, capacity=10**13, free=10**13))
