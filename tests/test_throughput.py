@@ -5,6 +5,7 @@ the planner's bandwidth shares (hvmove.sharing via planner.plan) and learning fr
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -94,6 +95,30 @@ def test_lab_efficiency_is_drawn_per_vm_only_with_a_seed(tmp_path: Path) -> None
     assert first == bandwidth.efficiency(estate, "vm-1", d, f, 0)  # reproducible
     low, high = throughput.EFFICIENCY[throughput.HOST]
     assert low <= first <= high and first != bandwidth.efficiency(estate, "vm-2", d, f, 0)
+
+
+def test_lab_probe_measures_the_model_not_the_orchestrator_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the lab's time scale a probe lasts milliseconds: a late thread or a slow real write on
+    the machine running the lab must not read as a slower volume (the night believed it)."""
+    from hvmove.lab.engine import Engine
+    from hvmove.lab.scripts import LabScripts
+    from hvmove.lab.scripts import probes as probe_scripts
+
+    estate = new_estate(tmp_path, 1, LabSettings(rate_scale=1.0))
+    scripts = LabScripts(estate, Engine(estate))
+    real_fsync = probe_scripts.os.fsync
+
+    def slow_fsync(fd: int) -> None:  # the machine, not the modelled volume, is slow
+        real_fsync(fd)
+        time.sleep(0.1)
+
+    monkeypatch.setattr(probe_scripts.os, "fsync", slow_fsync)
+    d = next(v for v in estate.data.volumes if "hv01" in v.hosts and v.root == "D:\\")
+    probe = scripts.bandwidth("hv01", {"DestinationPath": "D:\\", "SizeMiB": 64})
+    assert probe.write_mbps * MB == pytest.approx(estate.bandwidth(d), rel=0.02)
+    assert probe.read_mbps * MB == pytest.approx(estate.bandwidth(d), rel=0.02)
 
 
 # -- the planner -----------------------------------------------------------------------------------

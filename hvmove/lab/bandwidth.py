@@ -43,6 +43,7 @@ class _Flow:
     rate: float = 0.0
     earned: float = 0.0  # logical bytes its rate has paid for so far
     spent: float = 0.0  # logical bytes it has taken
+    began: float = 0.0  # monotonic instant of its first bytes (when it starts earning)
 
 
 class Fabric:
@@ -144,6 +145,7 @@ class Fabric:
             if f.spent == 0:  # no credit for the time between opening and the first bytes
                 self._advance()
                 f.earned = 0.0
+                f.began = self.last
             f.spent += logical_bytes
             while True:
                 self._advance()
@@ -155,6 +157,21 @@ class Fabric:
     def rate(self, key: str) -> float:
         with self.cond:
             return self.flows[key].rate
+
+    def began(self, key: str) -> float:
+        with self.cond:
+            return self.flows[key].began
+
+    def paid_at(self, key: str) -> float:
+        """The monotonic instant the fluid had paid for every byte the flow has taken: now, less
+        the credit it has earned beyond them (a thread that wakes late, or whose real I/O is
+        slow, has kept earning at its share). An unthrottled flow: now."""
+        with self.cond:
+            self._advance()
+            f = self.flows[key]
+            if math.isinf(f.rate) or f.rate <= 0:
+                return self.last
+            return self.last - max(f.earned - f.spent, 0.0) / f.rate
 
 
 def efficiency(estate: Estate, vm_id: str, src: LabVolume, dst: LabVolume, attempt: int) -> float:
