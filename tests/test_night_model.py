@@ -259,7 +259,11 @@ def test_the_first_plan_allows_a_startup_before_any_copy_is_seen() -> None:
     # then what the night saw: the typical start-up and the slowest of few
     assert learning.startup_allowance([1.0, 2.0, 6.0], prior) == (2.0, 6.0)
     many = [0.5] * 6 + [0.8] * 6 + [3.0] * 6 + [9.0] * 2
-    assert learning.startup_allowance(many, prior) == (pytest.approx(0.8), pytest.approx(3.6))
+    # the exclusive 90th percentile of 20: between the 18th and 19th slowest (3.0 + 0.9 x 6)
+    assert learning.startup_allowance(many, prior) == (pytest.approx(0.8), pytest.approx(8.4))
+    # the latest start-ups count, not the night's first quick ones
+    later = [0.2] * 30 + many
+    assert learning.startup_allowance(later, prior) == learning.startup_allowance(many, prior)
     assert learning.startup_prior(20.0, 0, 8) == 0.0
     assert math.isclose(learning.startup_prior(3.0, 2, 8), 3.0)  # never more than the moves
 
