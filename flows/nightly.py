@@ -8,6 +8,7 @@ waited, plain Completed only when every admitted move completed."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -311,7 +312,14 @@ def _start_and_follow(
             wait = (min(m.start for m in sched.admitted) - now).total_seconds()
             time.sleep(max(0.5, min(wait, 60)))
             continue
-        _wait_any([f.job for f in flying.values()], run.poll_seconds)
+        # wake for a run that ends, or as soon as a copy does: its share and slots are free
+        # then, and its run's cutover, verification and cleanup take another second or more
+        over = run.store.copies_over(run.batch_id)
+        _wait_any(
+            [f.job for f in flying.values()],
+            run.poll_seconds,
+            lambda over=over: run.store.copies_over(run.batch_id) != over,
+        )
         # copies ahead of their plan, or over, free bandwidth and slots before their runs end
         copies = _copies(run.store, run.batch_id, inputs, flying)
         _observe_startups(flying, copies, startups)
@@ -402,10 +410,18 @@ def _local(at: datetime, zone: str) -> datetime:
         return at
 
 
-def _wait_any(jobs: list[Handle], timeout: float) -> None:
+WAKE_CHECK_S = 0.2  # how often the night looks for a run or a copy that ended
+
+
+def _wait_any(
+    jobs: list[Handle], timeout: float, changed: Callable[[], bool] = lambda: False
+) -> None:
+    """Until a run ends, ``changed()`` says something else did, or ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not any(j.done() for j in jobs):
-        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    while time.monotonic() < deadline:
+        if any(j.done() for j in jobs) or changed():
+            return
+        time.sleep(min(WAKE_CHECK_S, max(0.0, deadline - time.monotonic())))
 
 
 def _volumes(

@@ -350,6 +350,24 @@ class Store:
                 out[records[sample.move_id]].percent = sample.percent
             return out
 
+    def copies_over(self, batch: str) -> int:
+        """How many copy steps of one batch's moves have ended (one cheap count: the night asks it
+        several times a second, to re-plan as soon as a copy frees its share)."""
+        with self.session() as s:
+            return (
+                s.scalar(
+                    select(func.count())
+                    .select_from(StepRecord)
+                    .join(MoveRecord, StepRecord.move_id == MoveRecord.id)
+                    .where(
+                        MoveRecord.batch == batch,
+                        StepRecord.step == "copy",
+                        StepRecord.state != "running",
+                    )
+                )
+                or 0
+            )
+
     def copies_sharing(self, move_id: str) -> int:
         """Moves copying now (copy step running) that share a source or destination volume with
         this one, itself included."""

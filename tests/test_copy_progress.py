@@ -108,6 +108,37 @@ def test_the_store_gives_the_night_only_its_own_copies(tmp_path: Path) -> None:
     assert not store.night_copies("night-2")[("hv01", "vm-1")].over
 
 
+def test_the_night_wakes_when_a_copy_of_its_own_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy's end frees its share a second or more before its run ends (cutover, verification,
+    cleanup): the night re-plans then, not at its next poll."""
+    from flows import nightly
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    old = _record(store, "vm-1", "night-1")
+    store.step_started(old, "copy")
+    store.step_ended(old, "copy", "completed")
+    mine = _record(store, "vm-2", "night-2")
+    store.step_started(mine, "copy")
+    assert store.copies_over("night-2") == 0  # last night's copies are not tonight's
+    naps: list[float] = []
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 3:  # the copy ends while the night waits
+            store.step_ended(mine, "copy", "completed")
+
+    class Running:
+        def done(self) -> bool:
+            return False
+
+    monkeypatch.setattr(nightly.time, "sleep", nap)
+    before = store.copies_over("night-2")
+    nightly._wait_any([Running()], 3600, lambda: store.copies_over("night-2") != before)  # type: ignore[list-item]
+    assert len(naps) == 3 and store.copies_over("night-2") == 1
+
+
 @pytest.mark.parametrize("percent, left", [(None, None), (0, 1000), (37, 630), (100, 0)])
 def test_the_night_reads_bytes_left_from_whole_percents(percent: int | None, left: int | None):
     from flows.nightly import InFlight, _running  # Prefect loads only here
