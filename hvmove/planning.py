@@ -76,6 +76,7 @@ def prepare(
     assert inputs.limits is not None
     slots = sum(inputs.limits.hosts.values())
     startup = learning.startup_prior(checked, len(moves), slots)
+    typical, slow = learning.startup_allowance([], startup)  # as the night's first re-plan
     schedule = planner.plan(
         inputs.moves,
         inputs.volumes,
@@ -83,6 +84,7 @@ def prepare(
         win,
         now,
         bandwidth=inputs.bandwidth,
-        startup=startup,
+        startup=typical,
+        startup_p90=slow,
     )
     return Night(win, cfg.defaults.timezone, moves, inventories, reports, inputs, schedule, startup)
