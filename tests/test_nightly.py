@@ -8,6 +8,7 @@ import io
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,16 @@ def test_nightly_defers_what_the_window_cannot_fit(
         return real_plan(*args, **kw)
 
     monkeypatch.setattr(planner, "plan", spy)
+    from flows import nightly as night_module
+
+    wakes: list[Callable[[], bool]] = []  # what, besides a run's end, each wait watched for
+    real_wait = night_module._wait_any
+
+    def wait_spy(jobs: Any, timeout: float, changed: Callable[[], bool] = lambda: False) -> None:
+        wakes.append(changed)
+        real_wait(jobs, timeout, changed)
+
+    monkeypatch.setattr(night_module, "_wait_any", wait_spy)
     state = nightly(
         plan=str(plan),
         config=str(lab.dir / "hvmove.yaml"),
@@ -98,6 +109,9 @@ def test_nightly_defers_what_the_window_cannot_fit(
     )
     lab.server.stop()
     summary = state.result()
+    # the night's waits watched for its copies' ends: those begun before the last copy ended
+    # see it now (it wakes as a copy ends, not when its run does)
+    assert wakes and wakes[0]()
     # blocked and deferred moves: Completed, but the state's name says so
     assert state.is_completed() and state.name == "Completed with 1 blocked, 1 deferred", state
     moved = {m["vm"] for m in summary["moved"]}
