@@ -128,6 +128,8 @@ def test_the_night_wakes_when_a_copy_of_its_own_ends(
         naps.append(seconds)
         if len(naps) == 3:  # the copy ends while the night waits
             store.step_ended(mine, "copy", "completed")
+        # fail at once rather than spin to the hour's timeout when the wake is broken
+        assert len(naps) < 10, "the night kept waiting after its copy ended"
 
     class Running:
         def done(self) -> bool:
